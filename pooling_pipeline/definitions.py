@@ -5,6 +5,7 @@ import dagster as dg
 from pooling_pipeline.automation.definitions import defs as automation_defs
 from pooling_pipeline.evaluation.definitions import defs as evaluation_defs
 from pooling_pipeline.ingest.definitions import defs as ingest_defs
+from pooling_pipeline.readiness.definitions import defs as readiness_defs
 from pooling_pipeline.resources.config import build_resources
 from pooling_pipeline.serving.definitions import defs as serving_defs
 
@@ -12,6 +13,7 @@ defs = dg.Definitions.merge(
     ingest_defs,
     serving_defs,
     evaluation_defs,
+    readiness_defs,
     automation_defs,
     dg.Definitions(resources=build_resources()),
 )

@@ -14,6 +14,7 @@ os.environ.setdefault("POOLING_STACK_DIR", str(PROJECT_ROOT / ".stack-test"))
 
 pytest_plugins = [
     "pooling_pipeline_tests.fixtures.stack",
+    "pooling_pipeline_tests.fixtures.cluster",
     "pooling_pipeline_tests.fixtures.serving",
     "pooling_pipeline_tests.fixtures.evaluation",
 ]

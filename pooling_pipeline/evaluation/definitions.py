@@ -1,5 +1,8 @@
-"""Dagster definitions of the `evaluation` domain (merged in pooling_pipeline/definitions.py)."""
+"""Dagster definitions of the `evaluation` domain: quality (served vs reference) and load benchmark."""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from pooling_pipeline.evaluation.benchmark_assets import BENCHMARK_ASSETS
+from pooling_pipeline.evaluation.quality_assets import QUALITY_ASSETS, QUALITY_CHECKS
+
+defs = dg.Definitions(assets=[*QUALITY_ASSETS, *BENCHMARK_ASSETS], asset_checks=[*QUALITY_CHECKS])

@@ -1,0 +1,3 @@
+"""load_benchmark (placeholder until the benchmark issue lands)."""
+
+BENCHMARK_ASSETS: list = []
