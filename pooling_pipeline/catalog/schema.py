@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Partition keys are the names the migration team uses (`bge-base-en-v1.5`); Kubernetes object names are
 # derived from them (dots become dashes, see `k8s_name`), so only lower-case DNS characters are allowed.
 _NAME_RE = re.compile(r"^[a-z]([-a-z0-9.]*[a-z0-9])?$")
 # A git ref or commit sha: no spaces, no "..", none of git's forbidden characters.
 _REVISION_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/\-]*$")
+
+
+StrictPositiveInt = Annotated[int, Field(strict=True, gt=0)]
 
 
 class CatalogError(ValueError):
@@ -56,9 +59,10 @@ class CatalogEntry(BaseModel):
     repo_id: str
     revision: str = "main"
     kind: ModelKind
-    dimension: PositiveInt | None = Field(None, description="expected embedding size (embeddings only)")
+    # Strict ints: YAML `true` or "512" is a typo, not a length (pydantic would quietly coerce them).
+    dimension: StrictPositiveInt | None = Field(None, description="expected embedding size (embeddings only)")
     languages: list[str] = Field(default_factory=lambda: ["en"])
-    max_model_len: PositiveInt | None = Field(None, description="override; must not exceed the model's limit")
+    max_model_len: StrictPositiveInt | None = Field(None, description="override; must not exceed the model's limit")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
     extra_args: list[str] = Field(default_factory=list, description="extra vLLM args appended verbatim")
     incumbent: Incumbent | None = None
@@ -156,14 +160,39 @@ def _describe(error: dict, raw: dict) -> str:
     msg = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         msg = "unknown field: remove it or check its spelling"
-    elif error["type"] == "enum":
-        msg = f"{msg} (got {error.get('input')!r})"
+    elif error["type"] == "missing":
+        msg = "required field is missing: add it"
+    elif isinstance(error.get("input"), (str, int, float, bool)) and "got" not in msg:
+        msg = f"{msg} (got {error['input']!r})"
     return f"{where} field {field!r}: {msg}".strip()
+
+
+def _duplicate_names(raw: dict) -> list[str]:
+    """Duplicates found on the raw entries, so the message can point at both entries."""
+    first: dict[str, int] = {}
+    problems = []
+    for idx, entry in enumerate(raw.get("models") or []):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            problems.append(
+                f"entry #{idx + 1} ({name!r}) field 'name': duplicate model name, already used by entry "
+                f"#{first[name] + 1}: each name is a partition key and must be unique; rename one"
+            )
+        else:
+            first[name] = idx
+    return problems
 
 
 def parse_catalog(raw: object, source: str) -> Catalog:
     if not isinstance(raw, dict) or "models" not in raw:
         raise CatalogError(f"{source}: expected a mapping with a top-level 'models:' list")
+    if not isinstance(raw["models"], list):
+        raise CatalogError(f"{source}: 'models:' must be a list of entries (each starting with '- name: ...')")
+    duplicates = _duplicate_names(raw)
+    if duplicates:
+        raise CatalogError(f"{source}: invalid model catalog:\n  - " + "\n  - ".join(duplicates))
     try:
         catalog = Catalog.model_validate(raw)
     except ValidationError as exc:

@@ -2,4 +2,6 @@
 
 import dagster as dg
 
-defs = dg.Definitions()
+from pooling_pipeline.ingest.assets import hf_snapshot, s3_model
+
+defs = dg.Definitions(assets=[hf_snapshot, s3_model])

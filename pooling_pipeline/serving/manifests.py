@@ -1,0 +1,448 @@
+"""Render the OpenShift AI serving manifests: pure functions from (catalog entry, model facts, vLLM release).
+
+What is rendered, and why each convention:
+
+- one OpenShift `Template` per model kind (`vllm-embedding-runtime`, `vllm-reranker-runtime`) in
+  `redhat-ods-applications`, wrapping a KServe `ServingRuntime`: that is how the RHOAI dashboard lists a
+  serving runtime (labels/annotations copied from the ODH vLLM templates in
+  `../shared/reference/odh-runtime-templates/`);
+- the same `ServingRuntime` in the model namespace, which is what an InferenceService actually runs on;
+- per model an `InferenceService` (RawDeployment: no Knative/Istio on a plain OpenShift AI install), its
+  RHOAI S3 data-connection `Secret`, and an edge-TLS `Route` (RawDeployment gets no route of its own).
+
+The runtime container carries the kind-level args (port, model dir, served name, pooling runner, GPU
+memory fraction); the InferenceService carries the model-level ones (`--max-model-len`, `--dtype`, extra
+args). KServe appends the latter to the former, and so does the local target.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+
+from pooling_pipeline.catalog import CatalogEntry, ModelKind
+from pooling_pipeline.ingest.model_facts import ModelFacts
+from pooling_pipeline.serving.runtime_args import pooling_args
+from pooling_pipeline.serving.target import ModelManifests
+
+SERVING_GROUP = "serving.kserve.io"
+ISVC_API_VERSION = "serving.kserve.io/v1beta1"
+RUNTIME_API_VERSION = "serving.kserve.io/v1alpha1"
+TEMPLATE_API_VERSION = "template.openshift.io/v1"
+ROUTE_API_VERSION = "route.openshift.io/v1"
+
+CONTAINER_PORT = 8080
+MODEL_DIR = "/mnt/models"
+# Annotation holding the hash of what the pipeline applied: the cluster target re-applies only on change.
+SPEC_HASH_ANNOTATION = "pooling-pipeline/spec-hash"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "pooling-pipeline"
+REDACTED = "<redacted>"
+
+RUNTIME_NAMES: dict[ModelKind, str] = {
+    ModelKind.EMBEDDING: "vllm-embedding-runtime",
+    ModelKind.RERANKER: "vllm-reranker-runtime",
+}
+_DISPLAY = {
+    ModelKind.EMBEDDING: "vLLM embedding ServingRuntime for KServe",
+    ModelKind.RERANKER: "vLLM reranker (cross-encoder) ServingRuntime for KServe",
+}
+# opendatahub.io/model-type values (the ODH generative templates say '["generative"]').
+_MODEL_TYPE = {ModelKind.EMBEDDING: '["embedding"]', ModelKind.RERANKER: '["reranker"]'}
+
+# Writable scratch for OpenShift's random non-root UID (it has no home and cannot write `/.cache`).
+# Each variable gets its own emptyDir. vLLM itself reads VLLM_CACHE_ROOT (torch.compile and other caches);
+# VLLM_CACHE_DIR is kept for images and tools that read that name.
+_CACHE_ENV = {
+    "HOME": "/tmp/home",
+    "XDG_CACHE_HOME": "/tmp/cache",
+    "HF_HOME": "/tmp/hf_home",
+    "VLLM_CACHE_DIR": "/tmp/vllm_cache",
+}
+_ENV_ALIASES = {"VLLM_CACHE_ROOT": "VLLM_CACHE_DIR"}  # same mount, second name
+
+
+class ManifestError(ValueError):
+    """The inputs cannot produce a valid deployment; the message names the fix."""
+
+
+class RenderSettings(BaseModel):
+    """Cluster-specific knobs of the rendering (everything else comes from the catalog and the model)."""
+
+    namespace: str = "pooling-models"
+    templates_namespace: str = "redhat-ods-applications"
+    # Upstream vLLM's OpenAI image, tagged per release (`v0.32.0`): a new vLLM release is a new tag.
+    vllm_image: str = "docker.io/vllm/vllm-openai"
+    vllm_image_tag: str = "v{version}"
+    gpu_resource_name: str = "nvidia.com/gpu"
+    gpu_count: int = Field(1, ge=0)
+    # Shared GPUs: several small encoders fit on one card, so do not take vLLM's 0.9 default.
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    data_connection_name: str = "pooling-models-s3"
+    s3_endpoint: str = "https://s3.amazonaws.com"
+    s3_bucket: str = "pooling-models"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr = SecretStr("")
+    s3_secret_access_key: SecretStr = SecretStr("")
+    route_enabled: bool = True
+
+    def image_for(self, vllm_version: str) -> str:
+        return f"{self.vllm_image}:{self.vllm_image_tag.format(version=vllm_version.lstrip('v'))}"
+
+
+class ContainerSpec(BaseModel):
+    """What KServe would run for one model: the runtime container with the model's args appended."""
+
+    image: str
+    command: list[str]
+    args: list[str]
+    env: dict[str, str]
+    served_model_name: str
+
+
+# ---------------------------------------------------------------- runtime templates
+
+
+def runtime_name(kind: ModelKind | str) -> str:
+    return RUNTIME_NAMES[ModelKind(kind)]
+
+
+def render_serving_runtime(kind: ModelKind | str, vllm_version: str, settings: RenderSettings) -> dict[str, Any]:
+    """The KServe ServingRuntime for one model kind and vLLM release (no namespace: the caller places it)."""
+    kind = ModelKind(kind)
+    name = runtime_name(kind)
+    args = [
+        f"--port={CONTAINER_PORT}",
+        f"--model={MODEL_DIR}",
+        "--served-model-name={{.Name}}",  # KServe substitutes the InferenceService name
+        *pooling_args(vllm_version, kind),
+        f"--gpu-memory-utilization={settings.gpu_memory_utilization}",
+    ]
+    volumes = [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}]
+    mounts = [{"name": "shm", "mountPath": "/dev/shm"}]
+    for env_name, path in _CACHE_ENV.items():
+        vol = env_name.lower().replace("_", "-")
+        volumes.append({"name": vol, "emptyDir": {}})
+        mounts.append({"name": vol, "mountPath": path})
+    return {
+        "apiVersion": RUNTIME_API_VERSION,
+        "kind": "ServingRuntime",
+        "metadata": {
+            "name": name,
+            "annotations": {
+                "openshift.io/display-name": _DISPLAY[kind],
+                "opendatahub.io/recommended-accelerators": json.dumps([settings.gpu_resource_name]),
+                "opendatahub.io/runtime-version": f"v{vllm_version.lstrip('v')}",
+                "opendatahub.io/apiProtocol": "REST",
+                # What the dashboard records when it instantiates a Template: shows the runtime under its template.
+                "opendatahub.io/template-name": name,
+                "opendatahub.io/template-display-name": _DISPLAY[kind],
+            },
+            "labels": {"opendatahub.io/dashboard": "true", MANAGED_BY_LABEL: MANAGED_BY},
+        },
+        "spec": {
+            "annotations": {
+                "opendatahub.io/kserve-runtime": "vllm",
+                "prometheus.io/port": str(CONTAINER_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+            "multiModel": False,
+            "supportedModelFormats": [{"autoSelect": True, "name": "vLLM"}],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": settings.image_for(vllm_version),
+                    # python3: the vLLM images have no `python` on PATH.
+                    "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+                    "args": args,
+                    "env": [{"name": k, "value": v} for k, v in _CACHE_ENV.items()]
+                    + [{"name": alias, "value": _CACHE_ENV[target]} for alias, target in _ENV_ALIASES.items()],
+                    "ports": [{"containerPort": CONTAINER_PORT, "protocol": "TCP"}],
+                    "volumeMounts": mounts,
+                }
+            ],
+            "volumes": volumes,
+        },
+    }
+
+
+def render_runtime_template(kind: ModelKind | str, vllm_version: str, settings: RenderSettings) -> dict[str, Any]:
+    """The OpenShift Template the RHOAI dashboard offers, wrapping the kind's ServingRuntime."""
+    kind = ModelKind(kind)
+    runtime = render_serving_runtime(kind, vllm_version, settings)
+    return {
+        "apiVersion": TEMPLATE_API_VERSION,
+        "kind": "Template",
+        "metadata": {
+            "name": runtime_name(kind),
+            "namespace": settings.templates_namespace,
+            "labels": {"opendatahub.io/dashboard": "true", MANAGED_BY_LABEL: MANAGED_BY},
+            "annotations": {
+                "description": f"{_DISPLAY[kind]} (pooling models, rendered by pooling-pipeline)",
+                "openshift.io/display-name": _DISPLAY[kind],
+                "openshift.io/provider-display-name": "pooling-pipeline",
+                "tags": "rhods,rhoai,kserve,servingruntime",
+                "template.openshift.io/documentation-url": "https://docs.vllm.ai/en/latest/models/pooling_models/",
+                "template.openshift.io/long-description": (
+                    f"This template defines the {_DISPLAY[kind]} for pooling models (vLLM v{vllm_version.lstrip('v')}, "
+                    "OpenAI-compatible /v1/embeddings, /v1/score and /v1/rerank) in Red Hat OpenShift AI"
+                ),
+                "opendatahub.io/modelServingSupport": '["single"]',
+                "opendatahub.io/apiProtocol": "REST",
+                "opendatahub.io/model-type": _MODEL_TYPE[kind],
+                "opendatahub.io/recommended-accelerators": json.dumps([settings.gpu_resource_name]),
+                "opendatahub.io/runtime-version": f"v{vllm_version.lstrip('v')}",
+            },
+        },
+        "objects": [runtime],
+    }
+
+
+def render_all_templates(vllm_version: str, settings: RenderSettings) -> list[dict[str, Any]]:
+    """Both kinds' Templates, embedding first."""
+    return [render_runtime_template(kind, vllm_version, settings) for kind in ModelKind]
+
+
+# ---------------------------------------------------------------- per-model manifests
+
+
+def model_len_limit(facts: ModelFacts) -> int | None:
+    """What vLLM derives as the longest input: the smallest of the model's own limits."""
+    if facts.model_max_len:
+        return facts.model_max_len
+    limits = [v for v in (facts.max_position_embeddings, facts.st_max_seq_length) if v]
+    return min(limits) if limits else None
+
+
+def model_resources(facts: ModelFacts, settings: RenderSettings) -> dict[str, dict[str, str]]:
+    """Pod CPU/memory by model size: vLLM holds the weights in host RAM while loading, plus tokenizer workers."""
+    weights_gib = facts.weights_bytes / 2**30
+    params = facts.parameter_count or int(facts.weights_bytes / 4)
+    cpu = "1" if params < 200_000_000 else "2" if params < 1_000_000_000 else "4"
+    mem_gib = max(4, math.ceil(2 * weights_gib + 2))
+    requests: dict[str, str] = {"cpu": cpu, "memory": f"{mem_gib}Gi"}
+    limits: dict[str, str] = {"cpu": str(int(cpu) * 2), "memory": f"{mem_gib + 4}Gi"}
+    if settings.gpu_count:
+        requests[settings.gpu_resource_name] = str(settings.gpu_count)
+        limits[settings.gpu_resource_name] = str(settings.gpu_count)
+    return {"requests": requests, "limits": limits}
+
+
+def model_probes(facts: ModelFacts) -> dict[str, dict[str, Any]]:
+    """Probes timed for a cold start (storage-initializer download, then weights load).
+
+    Small encoders are Ready in ~90 s on a first run; liveness waits ~180 s so a slow first load is never
+    killed mid-way (a restart would start the download again). Bigger weights get proportionally longer.
+    """
+    extra = max(0, math.ceil(facts.weights_bytes / 2**30) - 1) * 30
+    ready_s, live_s = 90 + extra, 180 + 2 * extra
+    http = {"path": "/health", "port": CONTAINER_PORT, "scheme": "HTTP"}
+    return {
+        "readinessProbe": {
+            "httpGet": dict(http),
+            "initialDelaySeconds": 10,
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": math.ceil((ready_s - 10) / 5),
+        },
+        "livenessProbe": {
+            "httpGet": dict(http),
+            "initialDelaySeconds": live_s,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+    }
+
+
+def model_args(entry: CatalogEntry, facts: ModelFacts, vllm_version: str) -> list[str]:
+    """Model-level vLLM args (appended by KServe to the runtime's)."""
+    limit = model_len_limit(facts)
+    max_len = facts.effective_max_model_len
+    if limit is not None and max_len > limit:
+        raise ManifestError(
+            f"{entry.name}: max_model_len {max_len} > model limit {limit} (vLLM refuses to start): "
+            f"set max_model_len <= {limit} in the catalog or re-run hf_snapshot"
+        )
+    runtime_level = pooling_args(vllm_version, entry.kind)
+    convert = [a for a in pooling_args(vllm_version, entry.kind, facts.architecture) if a not in runtime_level]
+    return [f"--max-model-len={max_len}", f"--dtype={entry.dtype or 'auto'}", *convert, *entry.extra_args]
+
+
+def render_data_connection(settings: RenderSettings) -> dict[str, Any]:
+    """The RHOAI S3 data connection (a Secret the dashboard lists under Connections)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": settings.data_connection_name,
+            "namespace": settings.namespace,
+            "labels": {
+                "opendatahub.io/dashboard": "true",
+                "opendatahub.io/managed": "true",
+                MANAGED_BY_LABEL: MANAGED_BY,
+            },
+            "annotations": {
+                "opendatahub.io/connection-type": "s3",
+                # -ref is what RHOAI 2.16+ reads; -protocol is its successor (the webhook prefers it when set).
+                "opendatahub.io/connection-type-ref": "s3",
+                "opendatahub.io/connection-type-protocol": "s3",
+                "openshift.io/display-name": settings.data_connection_name,
+            },
+        },
+        "type": "Opaque",
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": settings.s3_access_key_id.get_secret_value(),
+            "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
+            "AWS_S3_ENDPOINT": settings.s3_endpoint,
+            "AWS_S3_BUCKET": settings.s3_bucket,
+            "AWS_DEFAULT_REGION": settings.s3_region,
+        },
+    }
+
+
+def render_inference_service(
+    entry: CatalogEntry, facts: ModelFacts, storage_uri: str, vllm_version: str, settings: RenderSettings
+) -> dict[str, Any]:
+    if facts.kind is not entry.kind:
+        raise ManifestError(
+            f"{entry.name}: the catalog says {entry.kind.value} but the snapshot is a {facts.kind.value} "
+            f"({facts.architecture}): fix `kind` in the catalog"
+        )
+    if not storage_uri.startswith("s3://"):
+        raise ManifestError(f"{entry.name}: storageUri {storage_uri!r} is not an s3:// URI: materialise s3_model first")
+    model: dict[str, Any] = {
+        "modelFormat": {"name": "vLLM"},
+        "runtime": runtime_name(entry.kind),
+        "storageUri": storage_uri,
+        "args": model_args(entry, facts, vllm_version),
+        "resources": model_resources(facts, settings),
+        **model_probes(facts),
+    }
+    return {
+        "apiVersion": ISVC_API_VERSION,
+        "kind": "InferenceService",
+        "metadata": {
+            "name": entry.k8s_name,
+            "namespace": settings.namespace,
+            "labels": {
+                "opendatahub.io/dashboard": "true",
+                MANAGED_BY_LABEL: MANAGED_BY,
+                "pooling-pipeline/model": entry.name,
+                "pooling-pipeline/kind": entry.kind.value,
+            },
+            "annotations": {
+                "openshift.io/display-name": entry.title,
+                "serving.kserve.io/deploymentMode": "RawDeployment",
+                # The RHOAI connection webhook reads these two: it links the Secret to a `<secret>-sa`
+                # ServiceAccount and gives the storage initializer its credentials; the path is bucket-relative.
+                "opendatahub.io/connections": settings.data_connection_name,
+                "opendatahub.io/connection-path": _bucket_path(storage_uri),
+                "pooling-pipeline/repo-id": entry.repo_id,
+                "pooling-pipeline/commit": facts.commit_sha,
+                "pooling-pipeline/vllm-version": vllm_version,
+            },
+        },
+        "spec": {"predictor": {"minReplicas": 1, "maxReplicas": 1, "model": model}},
+    }
+
+
+def _bucket_path(storage_uri: str) -> str:
+    """`s3://bucket/models/x/sha/` -> `models/x/sha` (the dashboard's connection-path form)."""
+    return storage_uri.removeprefix("s3://").partition("/")[2].strip("/")
+
+
+def render_route(entry: CatalogEntry, settings: RenderSettings) -> dict[str, Any]:
+    """Edge-TLS Route to the RawDeployment predictor Service (`<isvc>-predictor`)."""
+    return {
+        "apiVersion": ROUTE_API_VERSION,
+        "kind": "Route",
+        "metadata": {
+            "name": entry.k8s_name,
+            "namespace": settings.namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, "pooling-pipeline/model": entry.name},
+        },
+        "spec": {
+            "to": {"kind": "Service", "name": f"{entry.k8s_name}-predictor", "weight": 100},
+            "port": {"targetPort": CONTAINER_PORT},
+            "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"},
+            "wildcardPolicy": "None",
+        },
+    }
+
+
+def render_model_manifests(
+    entry: CatalogEntry, facts: ModelFacts, storage_uri: str, vllm_version: str, settings: RenderSettings
+) -> ModelManifests:
+    """Everything one model needs on the cluster (and what the local target runs)."""
+    runtime = render_serving_runtime(entry.kind, vllm_version, settings)
+    runtime["metadata"]["namespace"] = settings.namespace
+    return ModelManifests(
+        model=entry.name,
+        serving_runtime=runtime,
+        inference_service=render_inference_service(entry, facts, storage_uri, vllm_version, settings),
+        data_connection=render_data_connection(settings),
+        route=render_route(entry, settings) if settings.route_enabled else None,
+    )
+
+
+# ---------------------------------------------------------------- helpers for targets and metadata
+
+
+def effective_container(manifests: ModelManifests) -> ContainerSpec:
+    """The command line KServe ends up running: runtime args + model args, `{{.Name}}` substituted."""
+    isvc = manifests.inference_service
+    name = isvc["metadata"]["name"]
+    container = manifests.serving_runtime["spec"]["containers"][0]
+    model = isvc["spec"]["predictor"]["model"]
+    args = [a.replace("{{.Name}}", name) for a in [*container.get("args", []), *model.get("args", [])]]
+    return ContainerSpec(
+        image=container["image"],
+        command=list(container["command"]),
+        args=args,
+        env={e["name"]: e["value"] for e in container.get("env", []) if "value" in e},
+        served_model_name=name,
+    )
+
+
+def redact_secret(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A copy safe for logs and metadata: Secret values replaced (endpoint and bucket kept, they help debugging)."""
+    out = copy.deepcopy(manifest)
+    if out.get("kind") != "Secret":
+        return out
+    visible = {"AWS_S3_ENDPOINT", "AWS_S3_BUCKET", "AWS_DEFAULT_REGION"}
+    for field in ("stringData", "data"):
+        if isinstance(out.get(field), dict):
+            out[field] = {k: (v if k in visible and field == "stringData" else REDACTED) for k, v in out[field].items()}
+    return out
+
+
+def spec_hash(*objects: dict[str, Any] | None) -> str:
+    """sha256 over the desired state (annotations of our own hash excluded), stable across key order."""
+    cleaned = []
+    for obj in objects:
+        if obj is None:
+            continue
+        obj = copy.deepcopy(obj)
+        obj.get("metadata", {}).get("annotations", {}).pop(SPEC_HASH_ANNOTATION, None)
+        cleaned.append(obj)
+    return hashlib.sha256(json.dumps(cleaned, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def manifests_hash(manifests: ModelManifests) -> str:
+    """The Deployment's data version: changes when anything applied for this model changes (secret included)."""
+    return spec_hash(
+        manifests.serving_runtime, manifests.inference_service, manifests.data_connection, manifests.route
+    )
+
+
+def to_yaml(*objects: dict[str, Any]) -> str:
+    """Multi-document YAML in a stable, readable order (as committed under k8s/runtimes/)."""
+    import yaml
+
+    return "---\n".join(yaml.safe_dump(o, sort_keys=False, default_flow_style=False, width=120) for o in objects)
