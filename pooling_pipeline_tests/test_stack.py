@@ -203,6 +203,16 @@ def test_seaweedfs_always_gets_an_identity(tmp_path):
     assert "-ip.bind=127.0.0.1" in cmd and "-master.telemetry=false" in cmd
 
 
+def test_moving_a_running_stack_to_another_port_says_stack_down_first():
+    from pooling_pipeline.stack.manager import _resolve_ports
+
+    state = StackState.create(s3_port=18333, hub_port=18090)
+    with pytest.raises(StackError, match=r"already runs with s3 port 18333.*stack down"):
+        _resolve_ports(state, {"s3_port": 19333}, running={"seaweedfs": 4242, "olah": None}, free_ports=False)
+    moved = _resolve_ports(state, {"s3_port": 19333}, running={"seaweedfs": None, "olah": None}, free_ports=False)
+    assert moved.s3_port == 19333 and moved.secret_key == state.secret_key
+
+
 # ------------------------------------------------------------------ slow: the real servers
 
 
@@ -326,3 +336,4 @@ def test_stack_down_stops_servers_by_pid_and_data_survives_restart(local_stack, 
         assert body == b"kept"
     finally:
         stack_down(layout)
+

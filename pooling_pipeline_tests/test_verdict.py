@@ -21,8 +21,8 @@ from pooling_pipeline.readiness.verdict import (
 
 EMB_CHECKS = [CheckOutcome(name="embedding_parity", passed=True), CheckOutcome(name="dimension_matches", passed=True)]
 RR_CHECKS = [CheckOutcome(name="reranker_parity", passed=True), CheckOutcome(name="ranking_correct", passed=True)]
-GOOD_PERF = PerformanceInputs(valid=True, success_rate=1.0, throughput_rps=120.0, p99_ms=40.0,
-                              incumbent_throughput_rps=100.0, incumbent_p99_ms=50.0,
+GOOD_PERF = PerformanceInputs(valid=True, success_rate=1.0, throughput_per_s=120.0, p99_ms=40.0,
+                              incumbent_throughput_per_s=100.0, incumbent_p99_ms=50.0,
                               throughput_ratio=1.2, p99_ratio=0.8)
 
 
@@ -70,7 +70,7 @@ CASES = [
      None, Verdict.REVISIT, Criterion.MEASUREMENT, "load generator saturated"),
     ("low_success_rate_revisits", ready(performance=perf(success_rate=0.9)), None, Verdict.REVISIT,
      Criterion.MEASUREMENT, "success rate 90.00% < 99.00%"),
-    ("slow_throughput_keeps_incumbent", ready(performance=perf(throughput_ratio=0.5, throughput_rps=50.0)), None,
+    ("slow_throughput_keeps_incumbent", ready(performance=perf(throughput_ratio=0.5, throughput_per_s=50.0)), None,
      Verdict.KEEP_INCUMBENT, Criterion.PERFORMANCE, "throughput ratio 0.50 < 0.90"),
     ("worse_p99_keeps_incumbent", ready(performance=perf(p99_ratio=2.0, p99_ms=100.0)), None,
      Verdict.KEEP_INCUMBENT, Criterion.PERFORMANCE, "p99 ratio 2.00 > 1.25"),

@@ -14,7 +14,6 @@ Server-side latency (vLLM /metrics histogram deltas), CPU and RSS of each server
 GPU utilisation/memory (NVML, when a GPU is visible) are recorded beside the client-side numbers.
 """
 
-from __future__ import annotations
 
 import json
 import math
@@ -345,7 +344,9 @@ def results_key(prefix: str, model: str, started_at: str) -> str:
 @dg.asset(
     group_name="evaluation",
     partitions_def=model_partitions,
-    ins={"inference_service": dg.AssetIn(), "quality_report": dg.AssetIn()},
+    ins={"inference_service": dg.AssetIn()},
+    # A dependency, not an input: its value is not needed, only that it (and its blocking checks) passed.
+    deps=["quality_report"],
     required_resource_keys={"s3"},
     pool="gpu",
     kinds={"python"},
@@ -354,7 +355,6 @@ def load_benchmark(
     context: dg.AssetExecutionContext,
     config: LoadBenchmarkConfig,
     inference_service: Deployment,
-    quality_report: Any,
 ) -> dg.MaterializeResult:
     """Throughput and latency of one model (partition) on vLLM vs its Caikit incumbent, in one run.
 

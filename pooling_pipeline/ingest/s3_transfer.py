@@ -8,8 +8,9 @@ Layout of one model revision: `s3://<bucket>/<prefix>/<name>/<commit sha>/<files
   sha256 with what is already there and sends only what is missing or different;
 - after the upload every object is checked (HEAD: size and sha256 metadata) before the manifest goes up.
 
-Transfers use boto3's TransferManager: all files are queued on one pool, and large files go as parallel
-multipart uploads / ranged downloads. `download_model` is what the storage initializer calls.
+Uploads use boto3's TransferManager: all files are queued on one pool, and large files go as parallel
+multipart uploads. Downloads are parallel ranged GETs that hash each part as it arrives, so verification
+costs no second read. `download_model` is what the storage initializer calls.
 """
 
 from __future__ import annotations
@@ -20,15 +21,23 @@ import os
 import queue
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 from pydantic import BaseModel, Field
 from s3transfer.subscribers import BaseSubscriber
+from urllib3.exceptions import ProtocolError
 
 from pooling_pipeline.ingest.model_facts import list_snapshot_files
 
@@ -430,16 +439,7 @@ def download_model(
     try:
         for f in manifest.files:
             (tmp / f.path).parent.mkdir(parents=True, exist_ok=True)
-        # Each file is hashed as soon as it lands, while the others are still downloading.
-        with ThreadPoolExecutor(max_workers=2) as hash_pool:
-            hashing = {}
-            _transfer_files(
-                client, config, manifest.files,
-                lambda path: hashing.__setitem__(path, hash_pool.submit(sha256_file, tmp / path)),
-                lambda mgr, f, subs: mgr.download(bucket, prefix + f.path, str(tmp / f.path), subscribers=subs),
-                f"downloading s3://{bucket}/{prefix}",
-            )
-            digests = {path: fut.result() for path, fut in hashing.items()}
+        digests = _download_and_hash(client, bucket, prefix, manifest.files, tmp, config)
         bad = [f.path for f in manifest.files if digests.get(f.path) != f.sha256]
         if bad:
             raise S3TransferError(
@@ -454,6 +454,88 @@ def download_model(
     return DownloadResult(dest_dir=str(dest), files=[f.path for f in manifest.files],
                           total_bytes=manifest.total_bytes, bytes_downloaded=manifest.total_bytes,
                           seconds=time.perf_counter() - started)
+
+
+# Errors while reading a part's body (the request itself is retried by botocore).
+_PART_RETRIES = 3
+
+
+class _InOrderHasher:
+    """sha256 of a file whose parts arrive out of order: parts wait here until the ones before them came."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.next_offset = 0
+        self.waiting: dict[int, bytes] = {}
+        self.lock = threading.Lock()
+
+    def add(self, offset: int, data: bytes) -> None:
+        with self.lock:
+            self.waiting[offset] = data
+            while self.next_offset in self.waiting:
+                chunk = self.waiting.pop(self.next_offset)
+                self.digest.update(chunk)  # releases the GIL; other parts keep downloading
+                self.next_offset += len(chunk)
+
+
+def _download_and_hash(client, bucket: str, prefix: str, files: list[ManifestFile], dest: Path,
+                       config: TransferConfig) -> dict[str, str]:
+    """Parallel ranged GETs of every file into `dest`, hashing each part as it arrives (in file order).
+
+    Hashing on the way in saves reading every file back afterwards. Parts are queued in file order on
+    one pool, so at most about `max_concurrency` parts wait in memory for the one before them.
+    """
+    chunk = max(1, config.multipart_chunksize)
+    hashers = {f.path: _InOrderHasher() for f in files}
+    fds: dict[str, int] = {}
+    try:
+        for f in files:
+            fds[f.path] = os.open(dest / f.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            if f.size:
+                os.ftruncate(fds[f.path], f.size)
+
+        def fetch(f: ManifestFile, start: int) -> int:
+            end = min(f.size, start + chunk) - 1
+            for attempt in range(_PART_RETRIES):
+                try:
+                    kwargs = {"Range": f"bytes={start}-{end}"} if f.size > chunk else {}
+                    data = client.get_object(Bucket=bucket, Key=prefix + f.path, **kwargs)["Body"].read()
+                    break
+                except (ReadTimeoutError, IncompleteReadError, ResponseStreamingError, ProtocolError):
+                    if attempt == _PART_RETRIES - 1:
+                        raise
+            if len(data) != end - start + 1:
+                raise S3TransferError(
+                    f"s3://{bucket}/{prefix}{f.path} is {len(data)} bytes at offset {start}, the manifest says "
+                    f"{end - start + 1}: the object changed after upload; re-materialise s3_model"
+                )
+            os.pwrite(fds[f.path], data, start)
+            hashers[f.path].add(start, data)
+            return len(data)
+
+        action = f"downloading s3://{bucket}/{prefix}"
+        with ThreadPoolExecutor(max_workers=max(1, config.max_concurrency)) as pool:
+            futures = [pool.submit(fetch, f, start) for f in files for start in range(0, max(f.size, 1), chunk)]
+            try:
+                for fut in futures:
+                    fut.result()
+            except ClientError as exc:
+                for fut in futures:
+                    fut.cancel()
+                raise explain_client_error(exc, client, action) from None
+            except EndpointConnectionError:
+                for fut in futures:
+                    fut.cancel()
+                raise S3TransferError(f"lost the connection to S3 at {_endpoint(client)} while {action}: "
+                                      "re-run; the download starts over in a fresh folder") from None
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return {path: h.digest.hexdigest() for path, h in hashers.items()}
 
 
 def _swap_into_place(tmp: Path, dest: Path) -> None:

@@ -2,4 +2,6 @@
 
 import dagster as dg
 
-defs = dg.Definitions()
+from pooling_pipeline.readiness.assets import migration_readiness, readiness_report
+
+defs = dg.Definitions(assets=[migration_readiness, readiness_report])

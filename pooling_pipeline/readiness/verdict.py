@@ -76,15 +76,18 @@ class CheckOutcome(BaseModel):
 
 
 class PerformanceInputs(BaseModel):
+    """The load benchmark's numbers; throughput is inputs (texts or documents) per second at peak."""
+
     valid: bool = True
     invalid_reason: str = ""
     success_rate: float | None = None
-    throughput_rps: float | None = None
+    throughput_per_s: float | None = None
     p99_ms: float | None = None
-    incumbent_throughput_rps: float | None = None
+    incumbent_throughput_per_s: float | None = None
     incumbent_p99_ms: float | None = None
     throughput_ratio: float | None = None  # None: no incumbent measured
     p99_ratio: float | None = None
+    incumbent_error: str = ""  # why the incumbent was not measured, when it was not
 
 
 class ReadinessInputs(BaseModel):
@@ -202,13 +205,14 @@ def decide(inputs: ReadinessInputs, thresholds: ReadinessThresholds | None = Non
                            "(add `incumbent:` to the catalog entry or set require_incumbent false)")
             return done(Verdict.REVISIT)
         criteria[Criterion.PERFORMANCE] = Status.NOT_COMPARED
-        reasons.append(f"performance vs incumbent: not compared (no incumbent measurement); vLLM alone "
-                       f"{_fmt(perf.throughput_rps, 1)} req/s, p99 {_fmt(perf.p99_ms, 1)} ms")
+        why = perf.incumbent_error or "no incumbent measurement"
+        reasons.append(f"performance vs incumbent: not compared ({why}); vLLM alone "
+                       f"{_fmt(perf.throughput_per_s, 1)} inputs/s, p99 {_fmt(perf.p99_ms, 1)} ms")
         return done(Verdict.MIGRATE)
     slow = []
     if perf.throughput_ratio < t.min_throughput_ratio:
         slow.append(f"throughput ratio {perf.throughput_ratio:.2f} < {t.min_throughput_ratio:.2f} "
-                    f"({_fmt(perf.throughput_rps, 1)} vs incumbent {_fmt(perf.incumbent_throughput_rps, 1)} req/s)")
+                    f"({_fmt(perf.throughput_per_s, 1)} vs incumbent {_fmt(perf.incumbent_throughput_per_s, 1)} inputs/s)")
     if perf.p99_ratio > t.max_p99_ratio:
         slow.append(f"p99 ratio {perf.p99_ratio:.2f} > {t.max_p99_ratio:.2f} "
                     f"({_fmt(perf.p99_ms, 1)} vs incumbent {_fmt(perf.incumbent_p99_ms, 1)} ms)")

@@ -246,6 +246,8 @@ def publish_repo(mirrors: Path, repo_id: str, files: Mapping[str, Path], *, mess
         dest = repo_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
+    # A `git add` killed earlier leaves index.lock behind; we hold the stack lock, so no git of ours runs now.
+    (repo_dir / ".git" / "index.lock").unlink(missing_ok=True)
     _git(repo_dir, "add", "-A", "--force", ".")
     _git(repo_dir, "commit", "-q", "--allow-empty", "-m", message)
     sha = _git(repo_dir, "rev-parse", "refs/heads/main").strip()

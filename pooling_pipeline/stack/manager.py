@@ -80,11 +80,10 @@ def _resolve_ports(
                 f"to move it to {wanted[field]}, run `pooling-pipeline stack down` first"
             )
     update: dict[str, Any] = dict(wanted)
-    if free_ports:
+    # Only a stopped stack moves: while it runs, a "taken" port is most likely its own (Caikit included).
+    if free_ports and not any(serving.values()):
         for field in _PORT_FIELDS:
-            if field in wanted or (field in serving and serving[field] is not None):
-                continue
-            if port_is_taken(getattr(state, field)):
+            if field not in wanted and port_is_taken(getattr(state, field)):
                 update[field] = free_port()
     return state.model_copy(update=update) if update else state
 
@@ -129,7 +128,7 @@ def stack_up(
 
         # --- S3
         t0 = time.monotonic()
-        if running["seaweedfs"] and not seaweedfs.is_healthy(state):
+        if running["seaweedfs"] and not seaweedfs.is_healthy(state, wait_s=15):
             report(f"SeaweedFS (pid {running['seaweedfs']}) does not answer: restarting it")
             seaweedfs.stop(layout)
             running["seaweedfs"] = None
@@ -152,7 +151,7 @@ def stack_up(
         if any(p.changed for p in published):
             report(f"hub  mirror seeded in {time.monotonic() - t0:.1f}s")
         t0 = time.monotonic()
-        if running["olah"] and not olah.is_healthy(state):
+        if running["olah"] and not olah.is_healthy(state, wait_s=15):
             report(f"olah (pid {running['olah']}) does not answer: restarting it")
             olah.stop(layout)
             running["olah"] = None
@@ -285,14 +284,12 @@ def stack_status(layout: StackLayout | None = None) -> dict[str, Any]:
         },
         "caikit": {"endpoint": state.caikit_endpoint if state else None},
     }
-    try:
-        from pooling_pipeline.stack import caikit
-
-        caikit_status = getattr(caikit, "status", None)
-        if caikit_status is not None:
-            status["caikit"].update(dict(caikit_status(layout)))
-    except ImportError:
-        pass
+    caikit_status = _optional_hook("pooling_pipeline.stack.caikit", "status")
+    if caikit_status is not None:
+        try:
+            status["caikit"].update(dict(caikit_status(layout)))  # type: ignore[call-overload]
+        except Exception as exc:  # noqa: BLE001 - status must report, not fail
+            status["caikit"]["error"] = str(exc)
     status["running"] = bool(status["s3"]["healthy"] and status["hub"]["healthy"])
     return status
 

@@ -21,7 +21,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-import httpx
 
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import (
@@ -99,10 +98,12 @@ def health_url(state: StackState) -> str:
     return f"{state.hub_endpoint}/api/models/sentence-transformers/all-MiniLM-L6-v2/revision/main"
 
 
-def is_healthy(state: StackState) -> bool:
+def is_healthy(state: StackState, *, wait_s: float = 0.0) -> bool:
+    """olah answers model info for a seeded repo (polling up to `wait_s`)."""
     try:
-        return httpx.get(health_url(state), timeout=3.0).status_code == 200
-    except httpx.HTTPError:
+        wait_http_ok(health_url(state), timeout_s=max(wait_s, 0.1))
+        return True
+    except StackError:
         return False
 
 

@@ -230,12 +230,12 @@ def start(layout: StackLayout, state: StackState, *, timeout_s: float = 90.0) ->
     return proc, state
 
 
-def is_healthy(state: StackState) -> bool:
-    import httpx
-
+def is_healthy(state: StackState, *, wait_s: float = 0.0) -> bool:
+    """S3 answers /healthz (polling up to `wait_s`: a loaded machine can be slow to answer)."""
     try:
-        return httpx.get(f"{state.s3_endpoint}/healthz", timeout=3.0).status_code == 200
-    except httpx.HTTPError:
+        wait_http_ok(f"{state.s3_endpoint}/healthz", timeout_s=max(wait_s, 0.1))
+        return True
+    except StackError:
         return False
 
 

@@ -1,0 +1,182 @@
+"""Sensors that keep the verdicts true between nightlies: a new vLLM release, a new model revision.
+
+`vllm_release_sensor` works in two phases, because every model must be redeployed on the new runtime and
+not race its registration:
+  1. a feed announces a release newer than the cursor: add it to the `vllm_releases` partitions and
+     request `serving_runtime` for it (run key `vllm-<v>-runtime`);
+  2. once `serving_runtime` of that release is materialised: request redeploy + re-validation of every
+     catalog model (run keys `vllm-<v>-<model>`), then forget the pending release.
+The cursor (JSON) holds the last seen version and the release still waiting for phase 2. Run keys make a
+release launch once even if the cursor is reset. Feeds that cannot be read give a SkipReason naming
+them; a sensor tick never fails because a mirror is down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import dagster as dg
+from pydantic import BaseModel
+
+from pooling_pipeline.automation.jobs import (
+    RELEASE_TAG,
+    TRIGGER_TAG,
+    ingest_job,
+    model_revalidation_job,
+    model_tags,
+    register_runtime_job,
+)
+from pooling_pipeline.automation.release_feeds import FeedError, is_newer, latest_release, parse_feeds
+from pooling_pipeline.catalog import active_catalog
+from pooling_pipeline.partitions import vllm_release_partitions
+from pooling_pipeline.resources.hub import HubResource
+
+SERVING_RUNTIME = dg.AssetKey("serving_runtime")
+HF_SNAPSHOT = dg.AssetKey("hf_snapshot")
+
+
+def _interval(env: str, default: int) -> int:
+    value = os.environ.get(env, "").strip()
+    return int(value) if value.isdigit() else default
+
+
+class ReleaseCursor(BaseModel):
+    last_seen: str | None = None
+    pending: str | None = None  # registered, models not yet requested
+
+    @classmethod
+    def parse(cls, text: str | None) -> ReleaseCursor:
+        if not text:
+            return cls()
+        try:
+            return cls.model_validate_json(text)
+        except ValueError:
+            return cls(last_seen=text)  # a bare version (e.g. set by hand in the UI)
+
+
+def runtime_registered(instance: dg.DagsterInstance, version: str) -> bool:
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SERVING_RUNTIME, asset_partitions=[version]), limit=1)
+    return bool(result.records)
+
+
+def release_tick(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    cursor = ReleaseCursor.parse(context.cursor)
+    instance = context.instance
+    run_requests: list[dg.RunRequest] = []
+    partition_requests = []
+    notes: list[str] = []
+
+    # Phase 2 first: a release registered since the last tick gets its model runs (even if feeds are down).
+    if cursor.pending and runtime_registered(instance, cursor.pending):
+        version = cursor.pending
+        for name in active_catalog().names():
+            run_requests.append(dg.RunRequest(
+                run_key=f"vllm-{version}-{name}",
+                job_name=model_revalidation_job.name,
+                partition_key=name,
+                tags=model_tags(name, **{RELEASE_TAG: version, TRIGGER_TAG: "vllm-release"}),
+            ))
+        notes.append(f"vLLM {version} is registered: re-validating {len(run_requests)} models")
+        cursor.pending = None
+
+    # Phase 1: is there a newer release?
+    try:
+        latest, feed_errors = latest_release(parse_feeds())
+    except FeedError as exc:
+        latest, feed_errors = None, [str(exc)]
+        if not run_requests:
+            return dg.SkipReason(f"no vLLM release feed could be read: {exc}")
+    for err in feed_errors:
+        context.log.warning(err)
+    if latest is not None:
+        known = set(instance.get_dynamic_partitions(vllm_release_partitions.name))
+        if is_newer(latest.version, cursor.last_seen) and latest.version not in known:
+            version = latest.version
+            partition_requests.append(vllm_release_partitions.build_add_request([version]))
+            run_requests.append(dg.RunRequest(
+                run_key=f"vllm-{version}-runtime",
+                job_name=register_runtime_job.name,
+                partition_key=version,
+                tags={RELEASE_TAG: version, TRIGGER_TAG: "vllm-release"},
+            ))
+            notes.append(f"new vLLM release {version} ({latest.source}): registering its runtime")
+            cursor.pending = version
+        elif is_newer(latest.version, cursor.last_seen):
+            notes.append(f"vLLM {latest.version} is already registered: nothing to redeploy")
+        if is_newer(latest.version, cursor.last_seen):
+            cursor.last_seen = latest.version
+
+    new_cursor = cursor.model_dump_json()
+    if not run_requests and not partition_requests:
+        context.update_cursor(new_cursor)
+        if cursor.pending:
+            return dg.SkipReason(f"waiting for serving_runtime of vLLM {cursor.pending} before redeploying models")
+        seen = latest.version if latest else "none"
+        return dg.SkipReason("; ".join(notes) or f"no new vLLM release (latest stable: {seen}, "
+                             f"last seen: {cursor.last_seen})")
+    context.log.info("; ".join(notes))
+    return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests,
+                           cursor=new_cursor)
+
+
+@dg.sensor(
+    name="vllm_release_sensor",
+    jobs=[register_runtime_job, model_revalidation_job],
+    minimum_interval_seconds=_interval("POOLING_RELEASE_SENSOR_INTERVAL_S", 3600),
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Polls POOLING_VLLM_RELEASE_FEEDS (PyPI / GitHub / image tags) and redeploys + re-validates "
+                "every model on a new stable vLLM release.",
+)
+def vllm_release_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    return release_tick(context)
+
+
+# ------------------------------------------------------------------ hub revisions
+
+
+def last_snapshot_sha(instance: dg.DagsterInstance, model: str) -> str | None:
+    """The data version (= commit sha) of the model's latest hf_snapshot materialisation."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=HF_SNAPSHOT, asset_partitions=[model]), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    tags = records[0].asset_materialization.tags or {}
+    return tags.get("dagster/data_version")
+
+
+def hub_revision_sha(hub: HubResource, repo_id: str, revision: str) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.endpoint or None, token=hub.token or False)
+    return api.model_info(repo_id, revision=revision).sha or ""
+
+
+@dg.sensor(
+    name="hf_revision_sensor",
+    jobs=[ingest_job],
+    minimum_interval_seconds=_interval("POOLING_HF_SENSOR_INTERVAL_S", 3600),
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Re-ingests a catalog model when its revision on the hub resolves to a new commit.",
+)
+def hf_revision_sensor(context: dg.SensorEvaluationContext, hub: HubResource) -> dg.SensorResult | dg.SkipReason:
+    requests, problems = [], []
+    for entry in active_catalog().models:
+        try:
+            sha = hub_revision_sha(hub, entry.repo_id, entry.revision)
+        except Exception as exc:  # noqa: BLE001 - one unreachable repo must not hide the others
+            problems.append(f"{entry.name}: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        known = last_snapshot_sha(context.instance, entry.name)
+        if sha and sha != known:
+            requests.append(dg.RunRequest(
+                run_key=f"hf-{entry.name}-{sha}", job_name=ingest_job.name, partition_key=entry.name,
+                tags=model_tags(entry.name, **{TRIGGER_TAG: "hf-revision", "pooling/commit_sha": sha}),
+            ))
+    for p in problems:
+        context.log.warning(p)
+    if not requests:
+        return dg.SkipReason("no catalog model has a new revision" if not problems else
+                             "hub not readable for: " + "; ".join(problems))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps({"checked": len(active_catalog().models)}))

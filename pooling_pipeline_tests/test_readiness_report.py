@@ -1,0 +1,105 @@
+"""The readiness report: rows from the instance (blocked models included), hybrid rule, regressions."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from pooling_pipeline.catalog import ModelKind, active_catalog
+from pooling_pipeline.readiness.assets import READINESS_JSON, gather_rows, readiness_data_version
+from pooling_pipeline.readiness.report import (
+    ModelReadiness,
+    ReportRow,
+    apply_catalog_rule,
+    benchmark_plot_png,
+    find_regressions,
+    render_markdown,
+    to_dataframe,
+)
+from pooling_pipeline.readiness.verdict import (
+    CheckOutcome,
+    PerformanceInputs,
+    ReadinessInputs,
+    ReadinessThresholds,
+    Verdict,
+    decide,
+)
+
+
+def readiness(model: str, kind: ModelKind, vllm: str, throughput: float = 100.0, cosine: float = 0.999,
+              sha: str = "a" * 40) -> ModelReadiness:
+    endpoints = {"/v1/embeddings": True} if kind is ModelKind.EMBEDDING else {"/rerank": True, "/score": True}
+    inputs = ReadinessInputs(
+        model=model, kind=kind, commit_sha=sha, vllm_version=vllm, rollout_ready=True, endpoints=endpoints,
+        quality_checks=[CheckOutcome(name="parity", passed=True)], quality_metrics={"min_cosine": cosine},
+        performance=PerformanceInputs(success_rate=1.0, throughput_per_s=throughput, p99_ms=20.0,
+                                      throughput_ratio=1.1, p99_ratio=0.9),
+    )
+    return ModelReadiness(inputs=inputs, decision=decide(inputs), dimension=384, max_model_len=256)
+
+
+def report_materialization(instance: dg.DagsterInstance, r: ModelReadiness) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "migration_readiness", partition=r.inputs.model,
+        metadata={READINESS_JSON: dg.MetadataValue.json(json.loads(r.model_dump_json()))}))
+
+
+def test_data_version_changes_with_the_revision_or_the_vllm_release() -> None:
+    emb = active_catalog().models[0]
+    base = readiness_data_version(readiness(emb.name, emb.kind, "0.32.0"))
+    assert readiness_data_version(readiness(emb.name, emb.kind, "0.32.0")) == base
+    assert readiness_data_version(readiness(emb.name, emb.kind, "0.33.0")) != base
+    assert readiness_data_version(readiness(emb.name, emb.kind, "0.32.0", sha="b" * 40)) != base
+
+
+def test_blocked_model_shows_as_revisit_with_the_failing_check_and_others_go_hybrid() -> None:
+    emb, rr = active_catalog().models[0], active_catalog().models[1]
+    assert emb.kind is ModelKind.EMBEDDING and rr.kind is ModelKind.RERANKER
+    with dg.instance_for_test() as instance:
+        report_materialization(instance, readiness(emb.name, emb.kind, "0.32.0"))
+        # The reranker's blocking check failed, so migration_readiness never ran for it.
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("quality_report"), check_name="reranker_parity", passed=False,
+            partition=rr.name, description="spearman 0.41 < 0.99"))
+        rows, previous = gather_rows(instance)
+    rows = apply_catalog_rule(rows)
+    by_model = {r.model: r for r in rows}
+    assert by_model[rr.name].verdict is Verdict.REVISIT
+    assert by_model[rr.name].status == "blocked by quality"
+    assert by_model[rr.name].reasons == ["quality check reranker_parity failed: spearman 0.41 < 0.99"]
+    assert by_model[emb.name].verdict is Verdict.HYBRID
+    assert previous == {}
+    md = render_markdown(rows, [], ReadinessThresholds())
+    assert "Catalog verdict: `hybrid`" in md and "blocked by quality" in md
+
+
+def test_regression_against_the_previous_vllm_version_is_reported() -> None:
+    emb = active_catalog().models[0]
+    with dg.instance_for_test() as instance:
+        report_materialization(instance, readiness(emb.name, emb.kind, "0.32.0", throughput=100.0, cosine=0.999))
+        report_materialization(instance, readiness(emb.name, emb.kind, "0.33.0", throughput=70.0, cosine=0.990))
+        rows, previous = gather_rows(instance)
+    assert previous[emb.name].vllm_version == "0.32.0"
+    regressions = find_regressions(rows, previous, quality_tolerance=0.005, throughput_tolerance=0.10)
+    assert {(g.model, g.metric) for g in regressions} == {(emb.name, "min_cosine"), (emb.name, "throughput_per_s")}
+    assert "0.32.0" in regressions[0].text and "0.33.0" in regressions[0].text
+    # Within tolerance: nothing reported.
+    assert find_regressions(rows, previous, quality_tolerance=0.05, throughput_tolerance=0.5) == []
+
+
+def test_unevaluated_model_still_has_a_row() -> None:
+    with dg.instance_for_test() as instance:
+        rows, _ = gather_rows(instance)
+    assert [r.model for r in rows] == active_catalog().names()
+    assert all(r.status == "not evaluated" and r.verdict is Verdict.REVISIT for r in rows)
+
+
+def test_table_and_plot_render() -> None:
+    rows = [ReportRow(model="m", kind=ModelKind.EMBEDDING, status="ok", verdict=Verdict.MIGRATE,
+                      quality={"min_cosine": 0.99}, throughput_ratio=1.2, p99_ratio=0.8),
+            ReportRow(model="r", kind=ModelKind.RERANKER, status="not evaluated", verdict=Verdict.REVISIT)]
+    frame = to_dataframe(rows)
+    assert list(frame["verdict"]) == ["migrate", "revisit"]
+    assert "quality_min_cosine" in frame.columns
+    assert benchmark_plot_png(rows, ReadinessThresholds()).startswith(b"\x89PNG")
