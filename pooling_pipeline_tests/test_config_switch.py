@@ -16,16 +16,16 @@ from pooling_pipeline.resources import config
 from pooling_pipeline.resources.k8s_tags import (
     ISVC_POD_LABEL,
     K8S_CONFIG_TAG,
-    benchmark_executor,
     benchmark_op_tags,
+    step_executor,
 )
 
 SECRET_KEY = "s3cr3t-Value-That-Must-Not-Leak"
 ACCESS_KEY = "AKIA-test-access-key-id"
 HF_TOKEN = "hf_token_that_must_not_leak"
 
-ALL_VARS = {s.env for s in config.CLUSTER_SETTINGS} | set(config.LOCAL_STACK_ENV) | {config.ADOPTED_ENV,
-    "POOLING_TARGET", "HF_HUB_CACHE", "HF_HOME", "KUBERNETES_SERVICE_HOST"}
+ALL_VARS = {s.env for s in config.CLUSTER_SETTINGS} | set(config.LOCAL_STACK_ENV) | {
+    config.ADOPTED_ENV, "POOLING_TARGET", "HF_HUB_CACHE", "HF_HOME", "KUBERNETES_SERVICE_HOST"}
 
 
 @pytest.fixture
@@ -255,11 +255,15 @@ def test_load_benchmark_asset_carries_the_pod_tags(clean_env) -> None:
     assert K8S_CONFIG_TAG in assets[0].op.tags, "load_benchmark needs op_tags=benchmark_op_tags()"
 
 
-def test_benchmark_executor_is_one_pod_per_step_only_on_the_cluster() -> None:
+def test_step_executor_is_one_pod_per_step_only_inside_the_cluster(cluster_env, monkeypatch) -> None:
     from dagster_k8s import k8s_job_executor
 
-    assert benchmark_executor("cluster") is k8s_job_executor
-    assert benchmark_executor("local") is dg.multi_or_in_process_executor
+    # A laptop driving the cluster has no K8sRunLauncher for step pods to inherit from: steps stay local.
+    assert step_executor() is dg.multi_or_in_process_executor
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "172.30.0.1")
+    assert step_executor() is k8s_job_executor
+    monkeypatch.setenv("POOLING_TARGET", "local")
+    assert step_executor() is dg.multi_or_in_process_executor
 
 
 def test_local_target_reads_the_stack_state_file(clean_env) -> None:
@@ -277,20 +281,6 @@ def test_local_target_reads_the_stack_state_file(clean_env) -> None:
     assert state.secret_key not in _ui_snapshot(resources)
 
 
-def test_code_location_loads_on_the_cluster_target(cluster_env, tmp_path) -> None:
-    # A fresh interpreter: the definitions module reads the target once, at import.
-    import subprocess
-    import sys
-
-    code = ("import dagster as dg; from pooling_pipeline.definitions import defs; "
-            "dg.Definitions.validate_loadable(defs); "
-            "print(sorted(defs.get_repository_def().get_top_level_resources()))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "'io_manager'" in result.stdout and "'serving'" in result.stdout
-
-
 def test_adopted_stack_settings_follow_a_new_state_file(clean_env) -> None:
     from pooling_pipeline.stack.layout import StackLayout
     from pooling_pipeline.stack.state import StackState
@@ -300,3 +290,55 @@ def test_adopted_stack_settings_follow_a_new_state_file(clean_env) -> None:
     # The stack is re-created on other ports; a run process inheriting the adopted env must follow it.
     StackState.create(s3_port=28333).save(StackLayout.default())
     assert config.build_resources()["s3"].endpoint_url == "http://127.0.0.1:28333"
+
+
+def test_local_serving_downloads_from_the_same_s3(clean_env) -> None:
+    resources = config.build_resources()
+    assert resources["serving"].s3 is resources["s3"]
+
+
+CLUSTER_POD_ENV = {
+    "POOLING_TARGET": "cluster", "POOLING_S3_BUCKET": "models-bucket", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "POOLING_NAMESPACE": "team-models",
+    "KUBERNETES_SERVICE_HOST": "172.30.0.1",  # as in a run pod
+}
+_REPORT = """
+import dagster as dg
+from pooling_pipeline.definitions import defs
+dg.Definitions.validate_loadable(defs)
+repo = defs.get_repository_def()
+print("resources", *sorted(repo.get_top_level_resources()))
+for job in repo.get_all_jobs():
+    if not job.name.startswith("__") and dg.AssetKey("load_benchmark") in job.asset_layer.executable_asset_keys:
+        print("job", job.name, job.executor_def.name)
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster_code_location(tmp_path_factory) -> dict[str, list[str]]:
+    """The code location as a run pod loads it (a fresh interpreter: definitions read the target once)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ALL_VARS}
+    env.update(CLUSTER_POD_ENV, DAGSTER_HOME=str(tmp_path_factory.mktemp("dagster-home")),
+               POOLING_STACK_DIR=str(tmp_path_factory.mktemp("no-stack")))
+    result = subprocess.run([sys.executable, "-c", _REPORT], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report: dict[str, list[str]] = {"resources": [], "job": []}
+    for line in result.stdout.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind in report:
+            report[kind].append(rest)
+    return report
+
+
+def test_code_location_loads_on_the_cluster_target(cluster_code_location) -> None:
+    (resources,) = cluster_code_location["resources"]
+    assert {"io_manager", "s3", "hub", "serving"} <= set(resources.split())
+
+
+def test_jobs_with_the_benchmark_run_one_pod_per_step_on_the_cluster(cluster_code_location) -> None:
+    jobs = dict(line.split() for line in cluster_code_location["job"])
+    assert jobs, "no job runs load_benchmark"
+    assert set(jobs.values()) == {"k8s"}, f"{jobs}: give these jobs executor_def=step_executor()"

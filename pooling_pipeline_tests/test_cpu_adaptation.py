@@ -172,3 +172,35 @@ def test_local_catalog_models_adapt_without_errors():
         cmd = _adapt(manifests)
         assert get_flag(cmd.argv, "--served-model-name") == entry.k8s_name
         assert get_flag(cmd.argv, "--dtype") == "float32"
+
+
+def test_stack_down_stops_deployments_by_pid_and_ignores_a_recycled_pid(tmp_path):
+    """A PID file whose process is not a vLLM server is never reported as a running deployment, and
+    `stop_all_deployments` (what `stack down` calls) stops what the PID files name."""
+    from pooling_pipeline.serving.local_runtime import current_deployment, stop_all_deployments  # noqa: PLC0415
+    from pooling_pipeline.stack.processes import pid_alive, start_detached  # noqa: PLC0415
+
+    layout = StackLayout(tmp_path)
+    folder = layout.deployments / "all-minilm-l6-v2"
+    proc = start_detached("sleeper", ["sleep", "60"], pid_file=folder / "vllm.pid", log_path=folder / "vllm.log")
+    (folder / "deployment.json").write_text(
+        '{"model": "all-minilm-l6-v2", "target": "local", "url": "http://127.0.0.1:1", "served_model_name": "x",'
+        ' "ready": true, "cold_start_s": 1.0, "applied": true, "spec_hash": "h", "image": "i", "command": [],'
+        f' "args": [], "vllm_version": "0.32.0", "details": {{"pid": {proc.pid}}}}}'
+    )
+    assert current_deployment(layout, "all-minilm-l6-v2") is None  # alive, but not vLLM
+    assert stop_all_deployments(layout) == ["all-minilm-l6-v2"]
+    assert not pid_alive(proc.pid)
+    assert not (folder / "vllm.pid").exists()
+    assert stop_all_deployments(layout) == []
+
+
+def test_adaptations_render_as_a_markdown_table_for_metadata():
+    from pooling_pipeline.serving.cpu_adaptation import adaptations_markdown  # noqa: PLC0415
+
+    cmd = _adapt()
+    table = adaptations_markdown([a.model_dump() for a in cmd.adaptations])
+    lines = table.splitlines()
+    assert lines[0] == "| what | cluster | local | why |"
+    assert len(lines) == 2 + len(cmd.adaptations)
+    assert any("`0.3`" in line and "`0.2`" in line for line in lines)

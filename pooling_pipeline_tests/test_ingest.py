@@ -311,3 +311,17 @@ def test_s3_errors_name_the_fix_and_never_the_secret(code: str, status: int, exp
                        "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
     message = str(explain_client_error(exc, _Client(), "uploading"))
     assert expected in message and secret not in message
+
+
+@slow
+def test_download_refuses_objects_changed_after_upload(stack_state, minilm_snapshot, s3_prefix, tmp_path):
+    snapshot, _ = minilm_snapshot
+    prefix = f"{s3_prefix}/tampered/"
+    client = client_for(stack_state)
+    location = upload_snapshot(client, snapshot, stack_state.bucket, prefix, commit_sha="abc").location
+    vocab = (Path(snapshot) / "vocab.txt").read_bytes()
+    client.put_object(Bucket=stack_state.bucket, Key=prefix + "vocab.txt", Body=vocab[::-1])  # same size
+    dest = tmp_path / "model"
+    with pytest.raises(S3TransferError, match=r"\['vocab.txt'\] do not match the manifest's sha256"):
+        download_model(client, location, dest)
+    assert not dest.exists() and list(tmp_path.iterdir()) == []  # no partial folder left behind

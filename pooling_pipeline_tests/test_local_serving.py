@@ -108,3 +108,36 @@ def test_register_runtimes_checks_the_templates_run_in_the_vllm_env(local_servin
     assert registration.runtimes == ["vllm-embedding-runtime", "vllm-reranker-runtime"]
     assert registration.image == str(vllm_python.parent.parent)
     assert registration.details["vllm_reported_version"].startswith("0.32")
+
+
+def test_serving_assets_roll_out_through_the_local_target_without_restarting_a_running_model(
+    local_stack, local_serving_target, minilm_deployment
+):
+    """serving_runtime + inference_service as Dagster runs them: same manifests as the fixture rendered, so
+    the running server is found unchanged (no second vLLM start) and its URL is the asset's value."""
+    import dagster as dg
+
+    from pooling_pipeline.ingest.assets import hf_snapshot, s3_model
+    from pooling_pipeline.resources.hub import HubResource
+    from pooling_pipeline.serving.assets import inference_service, serving_runtime
+
+    resources = {
+        "s3": local_serving_target.s3,
+        "hub": HubResource(endpoint=local_stack.state.hub_endpoint, token=None,
+                           cache_dir=str(local_stack.layout.hf_cache)),
+        "serving": local_serving_target,
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("vllm_releases", ["0.32.0"])
+    assets = [hf_snapshot, s3_model, serving_runtime, inference_service]
+    dg.materialize(assets, selection=[hf_snapshot, s3_model], partition_key="all-minilm-l6-v2",
+                   resources=resources, instance=instance)
+    runtime = dg.materialize(assets, selection=[serving_runtime], partition_key="0.32.0", resources=resources,
+                             instance=instance)
+    assert runtime.output_for_node("serving_runtime").target == "local"
+    result = dg.materialize(assets, selection=[inference_service], partition_key="all-minilm-l6-v2",
+                            resources=resources, instance=instance)
+    deployment = result.output_for_node("inference_service")
+    assert deployment.applied is False, "an unchanged spec must not restart the running server"
+    assert deployment.url == minilm_deployment.url
+    assert deployment.details["pid"] == minilm_deployment.details["pid"]

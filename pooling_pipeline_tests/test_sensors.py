@@ -187,3 +187,51 @@ def test_one_feed_down_does_not_hide_a_release_on_another(feeds, instance, monke
 def test_image_tags_only_count_plain_release_tags() -> None:
     assert latest_from_image_tags({"tags": ["v0.9.2", "v0.10.0", "v0.10.1rc1", "latest", "v0.11.0-cu126"]}) == "0.10.0"
     assert latest_from_image_tags({"tags": ["nightly"]}) is None
+
+
+# ------------------------------------------------------------------ hf_revision_sensor
+
+
+def _hub(feeds: FakeFeeds, tmp_path):
+    from pooling_pipeline.resources.hub import HubResource
+
+    return HubResource(endpoint=feeds.url, token=None, cache_dir=str(tmp_path))
+
+
+def _serve_revisions(feeds: FakeFeeds, sha_by_repo: dict[str, str]) -> None:
+    for entry in active_catalog().models:
+        sha = sha_by_repo[entry.name]
+        feeds.routes[f"/api/models/{entry.repo_id}/revision/{entry.revision}"] = (
+            200, {"id": entry.repo_id, "modelId": entry.repo_id, "sha": sha, "siblings": []})
+
+
+def test_new_hub_revision_requests_reingest_of_that_model_only(feeds, instance, tmp_path) -> None:
+    from pooling_pipeline.automation.jobs import ingest_job
+    from pooling_pipeline.automation.sensors import hf_revision_sensor
+
+    names = active_catalog().names()
+    for name in names:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "hf_snapshot", partition=name, tags={"dagster/data_version": "a" * 40}))
+    _serve_revisions(feeds, {names[0]: "b" * 40, **{n: "a" * 40 for n in names[1:]}})
+    context = dg.build_sensor_context(instance=instance, resources={"hub": _hub(feeds, tmp_path)})
+    result = hf_revision_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    assert [(r.job_name, r.partition_key) for r in result.run_requests] == [(ingest_job.name, names[0])]
+    assert result.run_requests[0].run_key == f"hf-{names[0]}-{'b' * 40}"
+
+    # Unchanged everywhere: skip.
+    _serve_revisions(feeds, {n: "a" * 40 for n in names})
+    result = hf_revision_sensor(dg.build_sensor_context(instance=instance, resources={"hub": _hub(feeds, tmp_path)}))
+    assert isinstance(result, dg.SkipReason)
+    assert "no catalog model has a new revision" in result.skip_message
+
+
+def test_hub_down_skips_with_a_reason(instance, tmp_path) -> None:
+    from pooling_pipeline.automation.sensors import hf_revision_sensor
+    from pooling_pipeline.resources.hub import HubResource
+
+    hub = HubResource(endpoint=f"http://127.0.0.1:{free_port()}", token=None, cache_dir=str(tmp_path))
+    result = hf_revision_sensor(dg.build_sensor_context(instance=instance, resources={"hub": hub}))
+    assert isinstance(result, dg.SkipReason)
+    assert "hub not readable" in result.skip_message

@@ -214,8 +214,11 @@ def run_benchmark(
 
 
 def _peak(points: list[LoadPointResult], target: str, workload: str) -> float | None:
-    values = [p.summary.inputs_per_s for p in points
-              if p.target == target and p.workload == workload and p.summary.valid]
+    """Capacity: the best closed-loop point (an open-loop point only shows the rate it was offered);
+    open-loop points count only when no closed-loop sweep was run."""
+    mine = [p for p in points if p.target == target and p.workload == workload and p.summary.valid]
+    closed = [p.summary.inputs_per_s for p in mine if p.mode == "closed"]
+    values = closed or [p.summary.inputs_per_s for p in mine]
     return max(values) if values else None
 
 

@@ -467,32 +467,39 @@ class _InOrderHasher:
         self.digest = hashlib.sha256()
         self.next_offset = 0
         self.waiting: dict[int, bytes] = {}
-        self.lock = threading.Lock()
 
     def add(self, offset: int, data: bytes) -> None:
-        with self.lock:
-            self.waiting[offset] = data
-            while self.next_offset in self.waiting:
-                chunk = self.waiting.pop(self.next_offset)
-                self.digest.update(chunk)  # releases the GIL; other parts keep downloading
-                self.next_offset += len(chunk)
+        self.waiting[offset] = data
+        while self.next_offset in self.waiting:
+            chunk = self.waiting.pop(self.next_offset)
+            self.digest.update(chunk)
+            self.next_offset += len(chunk)
 
 
 def _download_and_hash(client, bucket: str, prefix: str, files: list[ManifestFile], dest: Path,
                        config: TransferConfig) -> dict[str, str]:
     """Parallel ranged GETs of every file into `dest`, hashing each part as it arrives (in file order).
 
-    Hashing on the way in saves reading every file back afterwards. Parts are queued in file order on
-    one pool, so at most about `max_concurrency` parts wait in memory for the one before them.
+    Hashing on the way in saves reading every file back afterwards. One thread hashes while the others
+    download; its queue is bounded, so when hashing falls behind the downloads wait (memory stays at a few
+    parts, whatever the model size).
     """
     chunk = max(1, config.multipart_chunksize)
+    workers = max(1, config.max_concurrency)
     hashers = {f.path: _InOrderHasher() for f in files}
+    to_hash: queue.Queue[tuple[str, int, bytes] | None] = queue.Queue(maxsize=2 * workers)
+
+    def hash_loop() -> None:
+        while (item := to_hash.get()) is not None:
+            path, offset, data = item
+            hashers[path].add(offset, data)  # hashlib releases the GIL: downloads go on meanwhile
+
+    hasher = threading.Thread(target=hash_loop, name="sha256", daemon=True)
+    hasher.start()
     fds: dict[str, int] = {}
     try:
         for f in files:
             fds[f.path] = os.open(dest / f.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            if f.size:
-                os.ftruncate(fds[f.path], f.size)
 
         def fetch(f: ManifestFile, start: int) -> int:
             end = min(f.size, start + chunk) - 1
@@ -510,7 +517,7 @@ def _download_and_hash(client, bucket: str, prefix: str, files: list[ManifestFil
                     f"{end - start + 1}: the object changed after upload; re-materialise s3_model"
                 )
             os.pwrite(fds[f.path], data, start)
-            hashers[f.path].add(start, data)
+            to_hash.put((f.path, start, data))
             return len(data)
 
         action = f"downloading s3://{bucket}/{prefix}"
@@ -533,6 +540,8 @@ def _download_and_hash(client, bucket: str, prefix: str, files: list[ManifestFil
                     fut.cancel()
                 raise
     finally:
+        to_hash.put(None)
+        hasher.join()
         for fd in fds.values():
             os.close(fd)
     return {path: h.digest.hexdigest() for path, h in hashers.items()}

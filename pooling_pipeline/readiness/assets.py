@@ -318,13 +318,30 @@ def gather_rows(instance: dg.DagsterInstance) -> tuple[list[ReportRow], dict[str
     return rows, previous
 
 
+def _report_deps() -> list[dg.AssetKey]:
+    """migration_readiness, and quality_report (when defined): a model blocked by its quality checks never
+    updates its readiness, yet the report must show it."""
+    from pooling_pipeline.evaluation.quality_assets import QUALITY_ASSETS
+
+    quality_defined = any(QUALITY_KEY in a.keys for a in QUALITY_ASSETS)
+    return [READINESS_KEY, *([QUALITY_KEY] if quality_defined else [])]
+
+
+# Refresh once the per-model runs of a nightly or release re-validation are done. Not `eager()`: that waits
+# for every upstream partition to exist, and a model blocked by quality has no readiness to wait for.
+REPORT_AUTOMATION = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after any model's re-validation, once none is in progress")
+
+
 @dg.asset(
     group_name="readiness",
-    deps=[READINESS_KEY],
+    deps=_report_deps(),
     code_version="1",
     kinds={"pandas", "s3"},
-    # Refreshes once the per-model runs of a nightly or release re-validation have finished.
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=REPORT_AUTOMATION,
 )
 def readiness_report(context: dg.AssetExecutionContext, config: ReportConfig, s3: S3Resource
                      ) -> dg.MaterializeResult:

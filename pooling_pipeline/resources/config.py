@@ -83,7 +83,7 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value or default
 
 
-def _in_cluster() -> bool:
+def in_cluster() -> bool:
     """POOLING_IN_CLUSTER=true|false; `auto` (default): in a pod unless a kubeconfig is given."""
     value = (_env("POOLING_IN_CLUSTER") or "auto").lower()
     if value in {"1", "true", "yes"}:
@@ -142,32 +142,31 @@ def adopt_stack_env() -> list[str]:
 
 
 def local_resources() -> dict[str, Any]:
+    """The embedded stack: SeaweedFS, the olah mirror, vLLM-CPU processes; values on the local disk."""
     from pooling_pipeline.resources.hub import HubResource
+    from pooling_pipeline.resources.local_serving import LocalServingTarget
     from pooling_pipeline.resources.s3 import S3Resource
     from pooling_pipeline.stack.layout import StackLayout
 
-    try:  # TEMPORARY until resources/local_serving.py lands (helper C)
-        from pooling_pipeline.resources.local_serving import LocalServingTarget
-    except ImportError:
-        LocalServingTarget = None  # noqa: N806
-
     adopt_stack_env()
     layout = StackLayout.default()
+    s3 = S3Resource(
+        endpoint_url=_env("AWS_ENDPOINT_URL"),
+        access_key_id=_secret("AWS_ACCESS_KEY_ID"),
+        secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
+        region=_env("AWS_DEFAULT_REGION", "us-east-1"),
+        bucket=_env("POOLING_S3_BUCKET", LOCAL_DEFAULT_BUCKET),
+        prefix=_env("POOLING_S3_PREFIX", "models"),
+    )
     return {
-        "s3": S3Resource(
-            endpoint_url=_env("AWS_ENDPOINT_URL"),
-            access_key_id=_secret("AWS_ACCESS_KEY_ID"),
-            secret_access_key=_secret("AWS_SECRET_ACCESS_KEY"),
-            region=_env("AWS_DEFAULT_REGION", "us-east-1"),
-            bucket=_env("POOLING_S3_BUCKET", LOCAL_DEFAULT_BUCKET),
-            prefix=_env("POOLING_S3_PREFIX", "models"),
-        ),
+        "s3": s3,
         "hub": HubResource(
             endpoint=_env("HF_ENDPOINT"),
             token=_optional_secret("HF_TOKEN"),
             cache_dir=str(layout.hf_cache),
         ),
-        **({"serving": LocalServingTarget()} if LocalServingTarget else {}),
+        # The storage initializer downloads from the same S3 the ingest uploaded to.
+        "serving": LocalServingTarget(s3=s3),
     }
 
 
@@ -175,6 +174,7 @@ def local_resources() -> dict[str, Any]:
 
 
 def missing_cluster_settings() -> list[str]:
+    """Required cluster variables that are unset or empty (checked by presence only, never read)."""
     return [s.env for s in CLUSTER_SETTINGS if s.default is None and not _env(s.env)]
 
 
@@ -193,6 +193,7 @@ def _hf_cache_dir() -> str:
 
 
 def cluster_resources() -> dict[str, Any]:
+    """S3 and the Hub as configured, KServe through the kubernetes client, asset values in S3."""
     missing = missing_cluster_settings()
     if missing:
         raise TargetConfigError(
@@ -237,7 +238,7 @@ def cluster_resources() -> dict[str, Any]:
         ),
         "serving": KubernetesTarget(
             namespace=_setting("POOLING_NAMESPACE"),
-            in_cluster=_in_cluster(),
+            in_cluster=in_cluster(),
             kubeconfig=_env("KUBECONFIG"),
             context=_env("POOLING_KUBE_CONTEXT"),
             vllm_image=_setting("POOLING_VLLM_IMAGE"),

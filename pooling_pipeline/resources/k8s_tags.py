@@ -3,7 +3,10 @@
 On the cluster, the load benchmark runs as its own pod (Dagster's `k8s_job_executor` launches one
 Kubernetes Job per step) placed next to the model server it measures: a benchmark that crosses zones
 measures the network, not vLLM. Everything here is configuration; locally the tags are inert (the
-multiprocess executor ignores them) and the default executor is kept.
+multiprocess executor ignores them) and Dagster's default executor is kept.
+
+Wiring: `@dg.asset(op_tags=benchmark_op_tags(), ...)` on load_benchmark, and
+`executor_def=step_executor()` on the jobs that select it.
 """
 
 from __future__ import annotations
@@ -79,17 +82,22 @@ def benchmark_op_tags(**kwargs: str) -> dict[str, str]:
     return {K8S_CONFIG_TAG: json.dumps(benchmark_pod_config(**kwargs), sort_keys=True)}
 
 
-def benchmark_executor(target: str) -> dg.ExecutorDefinition:
-    """The executor of the benchmark job: one pod per step on the cluster, Dagster's default locally.
+def step_executor() -> dg.ExecutorDefinition:
+    """The executor of the jobs that run `load_benchmark`: one pod per step when running in the cluster,
+    Dagster's default otherwise.
 
-    Only the benchmark job gets it: the other steps share files inside their run pod (hf_snapshot's
-    download is s3_model's input), which one-pod-per-step would break. Values cross pods through the
-    S3 IO manager that `build_resources()` installs for the cluster. The step pods inherit image,
-    namespace, service account and env secrets from the run launcher (k8s/values.yaml), so nothing is
-    repeated here.
+    In the cluster every step of such a job becomes its own Kubernetes Job (k8s_job_executor), so the
+    benchmark step can be placed next to the model server by its `dagster-k8s/config` op tags. Values
+    cross pods through the S3 IO manager `build_resources()` installs for the cluster, and s3_model
+    re-fetches a snapshot that is not on its pod. Step pods inherit image, namespace, service account
+    and env secrets from the run launcher (k8s/values.yaml), so nothing is repeated here. A laptop
+    driving a cluster (POOLING_TARGET=cluster, not in a pod) keeps its steps local: k8s_job_executor
+    needs the K8sRunLauncher of the Helm install.
     """
-    if target != "cluster":
-        return dg.multi_or_in_process_executor
-    from dagster_k8s import k8s_job_executor
+    from pooling_pipeline.resources.config import in_cluster, target_name
 
-    return k8s_job_executor
+    if target_name() == "cluster" and in_cluster():
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return dg.multi_or_in_process_executor

@@ -219,3 +219,15 @@ def adapt_for_cpu(
 def cache_dirs(command: LocalCommand) -> list[Path]:
     """The folders the adapted env points caches at (the caller creates them before starting)."""
     return [Path(command.env[name]) for name in CACHE_ENV if name in command.env]
+
+
+def adaptations_markdown(adaptations: Sequence[Adaptation | Mapping[str, object]]) -> str:
+    """A table for asset metadata: where the local run differs from the cluster one, and why."""
+    rows = [a if isinstance(a, Adaptation) else Adaptation.model_validate(a) for a in adaptations]
+    lines = ["| what | cluster | local | why |", "|---|---|---|---|"]
+    for a in rows:
+        cluster = "" if a.cluster is None else f"`{a.cluster}`"
+        local = "" if a.local is None else f"`{a.local}`"
+        cells = [a.item, cluster, local, a.why]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)

@@ -19,6 +19,7 @@ RolloutError, with the log tail as evidence.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import time
@@ -43,6 +44,7 @@ from pooling_pipeline.stack.processes import (
     stop_from_pid_file,
     tail,
 )
+from pooling_pipeline.stack.vllm_runtime import API_SERVER_MODULE
 
 TARGET = "local"
 DEFAULT_NAMESPACE = "pooling-models"
@@ -133,9 +135,17 @@ def current_deployment(layout: StackLayout, name: str) -> Deployment | None:
     """The running deployment `name` (a deployment key: usually the model name), or None if not running."""
     state = _read_state(layout, name)
     pid = read_pid(deployment_dir(layout, name) / _PID)
-    if state is None or pid is None or state.details.get("pid") != pid:
+    if state is None or pid is None or state.details.get("pid") != pid or not _is_vllm(pid):
         return None
     return state
+
+
+def _is_vllm(pid: int) -> bool:
+    """Guards against a recycled PID: the process must still be a vLLM API server."""
+    try:
+        return API_SERVER_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def stop_deployment(layout: StackLayout, name: str, *, timeout_s: float = 20.0) -> bool:
@@ -200,7 +210,12 @@ def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> 
     # 1. storage initializer (verifies the manifest; reuses an identical local copy).
     model_dir = model_store_dir(layout, manifests)
     try:
-        fetched = download_model(s3_client, storage_uri_of(manifests), model_dir)
+        # One download per revision at a time: a second rollout (another session, another namespace) of
+        # the same revision waits, then finds it in place instead of swapping it under a loading server.
+        model_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(model_dir.parent / f".{model_dir.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fetched = download_model(s3_client, storage_uri_of(manifests), model_dir)
     except Exception as exc:  # noqa: BLE001 - every storage failure is a rollout failure, with its cause
         found = diagnose([str(exc)])
         raise RolloutError(
@@ -240,7 +255,7 @@ def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> 
         cold_start_s=round(cold_start, 2),
         applied=True,
         spec_hash=spec,
-        image=rollout.python,
+        image=str(Path(rollout.python).parent.parent),  # the venv: the local image tag
         command=command.argv[:3],
         args=command.argv[3:],
         vllm_version=rollout.vllm_version,

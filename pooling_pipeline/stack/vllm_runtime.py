@@ -41,11 +41,10 @@ def vllm_pip_steps(version: str) -> list[list[str]]:
 
 def verify_vllm_env(python: Path, version: str) -> str:
     """Import vLLM and its OpenAI server in the env; returns the reported version or raises StackError."""
-    probe = (
-        "import importlib, vllm; importlib.import_module('%s'); print(vllm.__version__)" % API_SERVER_MODULE
-    )
+    probe = f"import importlib, vllm; importlib.import_module({API_SERVER_MODULE!r}); print(vllm.__version__)"
     try:
-        result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=300)
+        result = subprocess.run([str(python), "-c", probe], check=False, capture_output=True, text=True,
+                                timeout=300)
     except subprocess.TimeoutExpired:
         raise StackError(f"importing vLLM in {python} took over 300 s: the machine is overloaded; retry") from None
     if result.returncode != 0:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing as mp
+import queue
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -80,9 +81,9 @@ def _cpu_s() -> float:
 class _Sender:
     """Per-process state: one session, one URL object per path (parsed once)."""
 
-    def __init__(self, base_url: str, requests: Sequence[PreparedRequest], start: float, limit: int) -> None:
+    def __init__(self, base_url: str, requests: Sequence[PreparedRequest], limit: int) -> None:
         self.requests = requests
-        self.start = start
+        self.start = 0.0  # set once the session exists, see `_start_in_process` / `_Gate`
         self.urls = {r.path: URL(base_url.rstrip("/") + r.path) for r in requests}
         self.records: list[RequestRecord] = []
         self.limit = limit
@@ -116,13 +117,20 @@ class _Sender:
         )
 
 
+def _start_in_process() -> float:
+    return time.monotonic() + 0.01
+
+
 async def _open_loop(
-    base_url: str, requests: Sequence[PreparedRequest], plan: Sequence[tuple[int, float]], start: float,
-    warmup: int, timeout_s: float,
+    base_url: str, requests: Sequence[PreparedRequest], plan: Sequence[tuple[int, float]],
+    get_start: Callable[[], float], warmup: int, timeout_s: float,
 ) -> list[RequestRecord]:
-    sender = _Sender(base_url, requests, start, limit=0)  # no limit: open loop never waits for a connection
+    sender = _Sender(base_url, requests, limit=0)  # no limit: open loop never waits for a connection
     clock = time.monotonic
     async with sender.session(timeout_s) as session:
+        # The clock starts only now: creating the loop and session (first-use imports, resolver set-up)
+        # must not count as schedule lag.
+        start = sender.start = get_start()
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task] = set()
         for index, offset in plan:
@@ -141,13 +149,14 @@ async def _open_loop(
 
 async def _closed_loop(
     base_url: str, requests: Sequence[PreparedRequest], concurrency: int, first_index: int, stride: int,
-    start: float, warmup_s: float, duration_s: float | None, count: int | None, timeout_s: float,
+    get_start: Callable[[], float], warmup_s: float, duration_s: float | None, count: int | None, timeout_s: float,
 ) -> list[RequestRecord]:
-    sender = _Sender(base_url, requests, start, limit=concurrency)
+    sender = _Sender(base_url, requests, limit=concurrency)
     clock = time.monotonic
-    end = start + warmup_s + duration_s if duration_s is not None else math.inf
     counter = iter(range(first_index, 1 << 62, stride))
     async with sender.session(timeout_s) as session:
+        start = sender.start = get_start()
+        end = start + warmup_s + duration_s if duration_s is not None else math.inf
         # Per-process count limit: `count` measured requests after warm-up, shared by this process's workers.
         remaining = [count if count is not None else math.inf]
 
@@ -169,23 +178,29 @@ def _run_async(coro_factory) -> list[RequestRecord]:  # type: ignore[no-untyped-
 
 def _worker_main(job: dict, ready: mp.Queue, go, start_at, results: mp.Queue) -> None:  # type: ignore[no-untyped-def]
     cpu0 = _cpu_s()
-    ready.put(job["worker"])
-    go.wait()
-    start = start_at.value
+
+    def gate() -> float:
+        # Called by each worker once its session exists; blocks (briefly, nothing else is running on
+        # this loop yet) until every worker is ready and the parent has fixed the common start time.
+        ready.put(job["worker"])
+        go.wait()
+        return float(start_at.value)
+
     try:
         if job["mode"] == "open":
-            records = _run_async(lambda: _open_loop(job["base_url"], job["requests"], job["plan"], start,
+            records = _run_async(lambda: _open_loop(job["base_url"], job["requests"], job["plan"], gate,
                                                     job["warmup"], job["timeout_s"]))
         else:
             records = _run_async(lambda: _closed_loop(
-                job["base_url"], job["requests"], job["concurrency"], job["worker"], job["workers"], start,
+                job["base_url"], job["requests"], job["concurrency"], job["worker"], job["workers"], gate,
                 job["warmup_s"], job["duration_s"], job["count"], job["timeout_s"]))
         results.put((job["worker"], records, _cpu_s() - cpu0, None))
     except BaseException as exc:  # reported to the parent, which raises with the cause
         results.put((job["worker"], [], _cpu_s() - cpu0, f"{type(exc).__name__}: {exc}"))
 
 
-def _run_workers(jobs: list[dict], ready_timeout_s: float = 60.0) -> tuple[list[RequestRecord], float]:
+def _run_workers(jobs: list[dict], run_timeout_s: float, ready_timeout_s: float = 120.0) -> tuple[
+        list[RequestRecord], float]:
     ctx = mp.get_context("spawn")  # never fork: the caller may be a threaded Dagster process
     ready, results = ctx.Queue(), ctx.Queue()
     go, start_at = ctx.Event(), ctx.Value("d", 0.0)
@@ -194,13 +209,21 @@ def _run_workers(jobs: list[dict], ready_timeout_s: float = 60.0) -> tuple[list[
         p.start()
     try:
         for _ in procs:
-            ready.get(timeout=ready_timeout_s)
+            try:
+                ready.get(timeout=ready_timeout_s)
+            except queue.Empty:
+                raise RuntimeError(f"load generator workers not ready after {ready_timeout_s:.0f}s: the machine "
+                                   "is overloaded or a worker failed to start; use fewer workers") from None
         start_at.value = time.monotonic() + _START_MARGIN_S
         go.set()
         records: list[RequestRecord] = []
         cpu, errors = 0.0, []
         for _ in procs:
-            _, recs, worker_cpu, error = results.get()
+            try:
+                _, recs, worker_cpu, error = results.get(timeout=run_timeout_s)
+            except queue.Empty:
+                raise RuntimeError(f"a load generator worker sent no results within {run_timeout_s:.0f}s "
+                                   "(killed? out of memory?)") from None
             records.extend(recs)
             cpu += worker_cpu
             if error:
@@ -231,9 +254,9 @@ def run_open_loop(
     t0 = time.monotonic()
     if workers == 1:
         cpu0 = _cpu_s()
-        start = time.monotonic() + 0.01
         plan = schedule.for_worker(0, 1)
-        records = _run_async(lambda: _open_loop(base_url, requests, plan, start, schedule.warmup, timeout_s))
+        records = _run_async(lambda: _open_loop(base_url, requests, plan, _start_in_process, schedule.warmup,
+                                                timeout_s))
         cpu = _cpu_s() - cpu0
     else:
         jobs = [
@@ -241,7 +264,7 @@ def run_open_loop(
              "plan": schedule.for_worker(w, workers), "warmup": schedule.warmup, "timeout_s": timeout_s}
             for w in range(workers)
         ]
-        records, cpu = _run_workers(jobs)
+        records, cpu = _run_workers(jobs, schedule.duration_s + timeout_s + 60)
     records.sort(key=lambda r: r.index)
     return LoadResult("open", records, workers, time.monotonic() - t0, cpu, offered_rate=schedule.rate,
                       arrival=schedule.arrival, label=label)
@@ -272,8 +295,7 @@ def run_closed_loop(
     t0 = time.monotonic()
     if workers == 1:
         cpu0 = _cpu_s()
-        start = time.monotonic()
-        records = _run_async(lambda: _closed_loop(base_url, requests, concurrency, 0, 1, start, warmup_s,
+        records = _run_async(lambda: _closed_loop(base_url, requests, concurrency, 0, 1, time.monotonic, warmup_s,
                                                   duration_s, count, timeout_s))
         cpu = _cpu_s() - cpu0
     else:
@@ -283,6 +305,6 @@ def run_closed_loop(
              "timeout_s": timeout_s}
             for w in range(workers)
         ]
-        records, cpu = _run_workers(jobs)
+        records, cpu = _run_workers(jobs, (duration_s or 3600) + warmup_s + timeout_s + 60)
     records.sort(key=lambda r: r.sent)
     return LoadResult("closed", records, workers, time.monotonic() - t0, cpu, concurrency=concurrency, label=label)

@@ -127,15 +127,18 @@ def _body(workload: Workload, dialect: Dialect, model: str, texts: list[str], qu
         if kind is WorkloadKind.RERANK:
             return "/v1/rerank", {"model": model, "query": query, "documents": texts}
         return "/v1/score", {"model": model, "text_1": query, "text_2": texts}
+    # Same bodies as evaluation/clients/caikit_api.py sends (truncate 0 = the model's own limit).
     if kind is WorkloadKind.EMBEDDINGS:
+        params = {"truncate_input_tokens": 0}
         if len(texts) == 1:
-            return "/api/v1/task/embedding", {"model_id": model, "inputs": texts[0]}
-        return "/api/v1/task/embedding-tasks", {"model_id": model, "inputs": texts}
+            return "/api/v1/task/embedding", {"model_id": model, "inputs": texts[0], "parameters": params}
+        return "/api/v1/task/embedding-tasks", {"model_id": model, "inputs": texts, "parameters": params}
     if kind is WorkloadKind.RERANK:
         return "/api/v1/task/rerank", {
             "model_id": model,
             "inputs": {"query": query, "documents": [{"text": t} for t in texts]},
-            "parameters": {"return_documents": False, "return_query": False, "return_text": False},
+            "parameters": {"top_n": len(texts), "return_documents": False, "return_query": False,
+                           "return_text": False},
         }
     raise ValueError(
         "Caikit-NLP has no cross-encoder score endpoint: compare rerank against the incumbent, "

@@ -1,0 +1,126 @@
+"""The UI, checked as a person would: `pooling-pipeline demo` materialises the local catalog into a test
+Dagster instance, the webserver serves it, and headless Chromium finds the asset graph, the verdict table
+and the benchmark plot. Screenshots go to test-artifacts/ (kept for CI to upload)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pooling_pipeline.automation.demo import start_ui, wait_for_ui
+from pooling_pipeline.catalog import active_catalog
+from pooling_pipeline.stack.processes import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+DEMO_TIMEOUT_S = 840
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory, local_stack, vllm_python) -> Iterator[tuple[Path, dict[str, str], str]]:
+    """A test DAGSTER_HOME holding the whole local catalog, materialised by `pooling-pipeline demo --no-ui`."""
+    home = tmp_path_factory.mktemp("dagster-home")
+    env = {**os.environ, **local_stack.env, "DAGSTER_HOME": str(home), "POOLING_TARGET": "local"}
+    env.pop("POOLING_CATALOG", None)  # the default: the local catalog
+    cli = Path(sys.executable).with_name("pooling-pipeline")
+    proc = subprocess.run([str(cli), "demo", "--no-ui", "--no-incumbent"], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=DEMO_TIMEOUT_S)
+    output = proc.stdout + proc.stderr
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "demo-output.txt").write_text(output)
+    assert proc.returncode == 0, output[-4000:]
+    yield home, env, output
+
+
+@pytest.fixture(scope="module")
+def webserver(demo_home) -> Iterator[str]:
+    home, env, _ = demo_home
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_ui(port, with_daemon=False, log_path=home / "webserver.log", env=env)
+    try:
+        wait_for_ui(url, proc)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the webserver and its code server
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.copyfile(home / "webserver.log", ARTIFACTS / "webserver.log")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` (apt-get install -y chromium chromium-driver)",
+                    pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _dismiss_welcome(page) -> None:
+    # A fresh instance greets the first visit with a newsletter dialog that covers the page.
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.click(timeout=3000)
+    except Exception:  # noqa: BLE001 - not shown (already dismissed in this browser context)
+        pass
+
+
+@pytest.mark.slow
+def test_demo_prints_endpoints_and_a_verdict_for_every_model(demo_home) -> None:
+    _, _, output = demo_home
+    assert "verdicts" in output and "endpoints" in output
+    for name in active_catalog().names():
+        lines = [line for line in output.splitlines() if line.startswith(name)]
+        assert any(v in line for line in lines for v in ("migrate", "hybrid", "keep-incumbent", "revisit")), output
+
+
+@pytest.mark.slow
+def test_ui_shows_the_asset_graph_verdict_table_and_benchmark_plot(webserver, browser) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+
+    # The asset graph: every domain's group, then readiness_report's whole upstream chain.
+    page.goto(f"{webserver}/asset-groups", wait_until="networkidle")
+    _dismiss_welcome(page)
+    for group in ("ingest", "serving", "evaluation", "readiness"):
+        page.get_by_text(group, exact=True).first.wait_for(state="visible", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "asset-graph.png"))
+    page.goto(f"{webserver}/assets/readiness_report?view=lineage", wait_until="networkidle")
+    page.get_by_role("button", name="All").click()
+    for asset in ("hf_snapshot", "inference_service", "migration_readiness", "readiness_report"):
+        page.get_by_text(asset, exact=True).first.wait_for(state="visible", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "readiness-lineage.png"))
+
+    # The readiness report: the verdict table with a row per model, then the benchmark plot.
+    page.goto(f"{webserver}/assets/readiness_report", wait_until="networkidle")
+    page.get_by_text("Catalog verdict:").first.wait_for(state="visible", timeout=30_000)
+    table = page.locator("table", has_text="throughput vs incumbent").first
+    table.wait_for(state="visible")
+    for name in active_catalog().names():
+        assert table.get_by_text(name, exact=True).count() >= 1, f"{name} has no row in the verdict table"
+    page.screenshot(path=str(ARTIFACTS / "readiness-report.png"), full_page=True)
+    page.locator("tr", has_text="benchmark_plot").get_by_text("[Show Markdown]").click()
+    plot = page.locator("img[src^='data:image/png']").first
+    plot.wait_for(state="visible", timeout=15_000)
+    box = plot.bounding_box()
+    assert box is not None and box["width"] > 200 and box["height"] > 100
+    page.screenshot(path=str(ARTIFACTS / "benchmark-plot.png"))
+    page.close()
+    assert (ARTIFACTS / "benchmark-plot.png").stat().st_size > 10_000
