@@ -37,11 +37,9 @@ from pooling_pipeline.readiness.verdict import (
 
 READINESS_KEY = dg.AssetKey("migration_readiness")
 QUALITY_KEY = dg.AssetKey("quality_report")
-# The blocking checks on quality_report, by kind (they gate load_benchmark and this asset).
-BLOCKING_CHECKS: dict[ModelKind, tuple[str, ...]] = {
-    ModelKind.EMBEDDING: ("embedding_parity", "dimension_matches"),
-    ModelKind.RERANKER: ("reranker_parity", "ranking_correct"),
-}
+# The blocking checks on quality_report (they gate load_benchmark and this asset). quality_report evaluates
+# all four for every model; those that do not apply to the model's kind pass as "not applicable".
+BLOCKING_CHECKS: tuple[str, ...] = ("embedding_parity", "dimension_matches", "reranker_parity", "ranking_correct")
 READINESS_JSON = "readiness_json"  # metadata key the report reads the per-model result back from
 
 
@@ -125,12 +123,21 @@ def performance_of(result: Any) -> PerformanceInputs | None:
     )
 
 
+def checks_of(report: Any) -> list[CheckOutcome]:
+    """The blocking checks' outcomes as quality_report computed them (QualityReport.checks)."""
+    checks = _attr(report, "checks") if report is not None else None
+    if not isinstance(checks, dict):
+        return []
+    return [CheckOutcome(name=name, passed=bool(_attr(c, "passed")), reason=str(_attr(c, "reason") or ""))
+            for name, c in checks.items()]
+
+
 def latest_check_outcomes(instance: dg.DagsterInstance, model: str, kind: ModelKind) -> list[tuple[float, CheckOutcome]]:
     """(evaluated at, outcome) of each blocking quality check's latest evaluation for this model."""
     from dagster._core.event_api import PartitionKeyFilter
 
     out = []
-    for name in BLOCKING_CHECKS[kind]:
+    for name in BLOCKING_CHECKS:
         key = dg.AssetCheckKey(QUALITY_KEY, name)
         try:
             records = instance.event_log_storage.get_asset_check_execution_history(
@@ -237,7 +244,8 @@ def migration_readiness(context: dg.AssetExecutionContext, config: ReadinessConf
     endpoints, endpoint_errors = {}, {}
     if deployment.ready:
         endpoints, endpoint_errors = probe_endpoints(deployment.url, deployment.served_model_name, entry.kind)
-    checks = [c for _, c in latest_check_outcomes(context.instance, entry.name, entry.kind)]
+    checks = checks_of(quality_report) or [c for _, c in latest_check_outcomes(context.instance, entry.name,
+                                                                              entry.kind)]
     inputs = ReadinessInputs(
         model=entry.name,
         kind=entry.kind,
