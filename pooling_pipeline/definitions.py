@@ -1,19 +1,23 @@
-"""The pooling_pipeline code location: every domain's definitions, merged, with the target's resources."""
+"""The pooling_pipeline code location: every domain's definitions, merged, with the target's resources.
+
+Domains are imported as modules (not `from ... import defs`) because Dagster's loaders refuse a module
+with more than one `Definitions` object at module scope.
+"""
 
 import dagster as dg
 
-from pooling_pipeline.automation.definitions import defs as automation_defs
-from pooling_pipeline.evaluation.definitions import defs as evaluation_defs
-from pooling_pipeline.ingest.definitions import defs as ingest_defs
-from pooling_pipeline.readiness.definitions import defs as readiness_defs
+from pooling_pipeline.automation import definitions as automation
+from pooling_pipeline.evaluation import definitions as evaluation
+from pooling_pipeline.ingest import definitions as ingest
+from pooling_pipeline.readiness import definitions as readiness
 from pooling_pipeline.resources.config import build_resources
-from pooling_pipeline.serving.definitions import defs as serving_defs
+from pooling_pipeline.serving import definitions as serving
 
 defs = dg.Definitions.merge(
-    ingest_defs,
-    serving_defs,
-    evaluation_defs,
-    readiness_defs,
-    automation_defs,
+    ingest.defs,
+    serving.defs,
+    evaluation.defs,
+    readiness.defs,
+    automation.defs,
     dg.Definitions(resources=build_resources()),
 )

@@ -102,8 +102,8 @@ def test_latency_percentiles_and_error_counts_match_the_injected_behaviour():
     assert summary.succeeded == 180
     lat = summary.latency
     assert lat.p50_ms < 10  # 140 of 180 answered at once
-    assert 40 <= lat.p90_ms < 80  # 40 of 180 (22%) waited 40 ms
-    assert 40 <= lat.max_ms < 100
+    assert 40 <= lat.p90_ms < 100  # 40 of 180 (22%) waited 40 ms (upper bound: slack for a busy CI box)
+    assert 40 <= lat.max_ms < 200
 
 
 def test_open_loop_keeps_sending_while_the_server_stalls():

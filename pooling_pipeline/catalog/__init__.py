@@ -22,8 +22,13 @@ CLUSTER_CATALOG = CATALOG_DIR / "models.yaml"
 
 
 def catalog_path() -> Path:
-    """Which catalog is in force: POOLING_CATALOG, else the embedded local stack's small catalog."""
-    return Path(os.environ.get("POOLING_CATALOG") or LOCAL_CATALOG)
+    """Which catalog is in force: POOLING_CATALOG, else the one that matches the target (the migration's
+    models on a cluster, the embedded local stack's small catalog locally)."""
+    explicit = os.environ.get("POOLING_CATALOG")
+    if explicit:
+        return Path(explicit)
+    on_cluster = os.environ.get("POOLING_TARGET", "local").strip().lower() == "cluster"
+    return CLUSTER_CATALOG if on_cluster else LOCAL_CATALOG
 
 
 def active_catalog() -> Catalog:
