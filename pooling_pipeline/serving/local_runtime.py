@@ -151,6 +151,10 @@ def _is_vllm(pid: int) -> bool:
 def stop_deployment(layout: StackLayout, name: str, *, timeout_s: float = 20.0) -> bool:
     """Stop deployment `name` by its PID file; True if a process was stopped."""
     folder = deployment_dir(layout, name)
+    pid = read_pid(folder / _PID)
+    if pid is not None and not _is_vllm(pid):
+        # A recycled PID now belongs to something else: forget the file, never signal that process.
+        (folder / _PID).unlink(missing_ok=True)
     stopped = stop_from_pid_file(folder / _PID, timeout_s=timeout_s)
     (folder / _STATE).unlink(missing_ok=True)
     return stopped

@@ -18,7 +18,9 @@ through `caikit_loopback` so its HTTP server binds 127.0.0.1 (caikit hard-codes 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -85,8 +87,17 @@ def _info_file(layout: StackLayout) -> Path:
 
 
 def ensure_caikit_env(layout: StackLayout) -> Path:
-    """Build (once) and verify the Caikit-NLP env; returns its python."""
-    python = ensure_venv(layout, ENV_NAME, caikit_pip_steps(), log_name=f"venv-{ENV_NAME}")
+    """Build (once) and verify the Caikit-NLP env; returns its python.
+
+    Serialised by a file lock: two sessions asking at once get one build, the second waits and reuses it.
+    """
+    layout.venvs.mkdir(parents=True, exist_ok=True)
+    with open(layout.venvs / f".{ENV_NAME}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            python = ensure_venv(layout, ENV_NAME, caikit_pip_steps(), log_name=f"venv-{ENV_NAME}")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     probe = "import caikit_nlp, caikit.runtime, uvicorn; print(caikit_nlp.__name__)"
     result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
@@ -124,8 +135,6 @@ def convert_model(python: Path, snapshot_dir: Path, kind: ModelKind, out_dir: Pa
         raise StackError(f"Caikit-NLP {module}.bootstrap({snapshot_dir}) failed:\n{last}\n"
                          "Check that the snapshot is a sentence-transformers / cross-encoder model.")
     if out_dir.exists():
-        import shutil
-
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     marker.write_text(json.dumps({"commit_sha": commit_sha, "source": str(snapshot_dir), "module": module}))
@@ -148,8 +157,6 @@ def prepare_models(layout: StackLayout, python: Path, hf_endpoint: str | None) -
     # Models no longer in the catalog would still be loaded (and cost RAM): remove them.
     for stale in out.iterdir():
         if stale.is_dir() and stale.name not in model_ids:
-            import shutil
-
             shutil.rmtree(stale)
     return model_ids
 
@@ -191,7 +198,11 @@ def up(layout: StackLayout, *, port: int, hf_endpoint: str | None) -> str:
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
     }
-    proc = start_detached("caikit", [str(python), str(WRAPPER)], pid_file=pid_file(layout),
+    # Run a copy from the Caikit folder: started from here, the script's own folder (pooling_pipeline/stack/,
+    # which holds this caikit.py) would come first on sys.path and shadow the real `caikit` package.
+    wrapper = caikit_root(layout) / WRAPPER.name
+    shutil.copyfile(WRAPPER, wrapper)
+    proc = start_detached("caikit", [str(python), str(wrapper)], pid_file=pid_file(layout),
                           log_path=log_path(layout), env=env, cwd=caikit_root(layout))
     t1 = time.monotonic()
     wait_http_ok(f"{url}/health", timeout_s=HEALTH_TIMEOUT_S, process=proc)
@@ -242,6 +253,7 @@ def status(layout: StackLayout) -> dict[str, Any]:
         "running": bool(pid and pid_alive(pid)),
         "url": info.get("url"),
         "models": info.get("models", []),
+        "start_s": info.get("start_s"),  # process start -> /health 200, last start
         "env": str(layout.venvs / ENV_NAME),
         "models_dir": str(models_dir(layout)),
         "log": str(log_path(layout)),

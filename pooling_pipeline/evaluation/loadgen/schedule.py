@@ -63,8 +63,21 @@ def poisson_schedule(
     warmup_s: float = 0.0,
 ) -> Schedule:
     """Poisson arrivals (exponential gaps) at `rate` per second, reproducible from `seed`."""
-    warmup = math.floor(rate * warmup_s)
-    n = warmup + _count(rate, duration_s, requests)
-    gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=n)
-    gaps[0] = 0.0  # the first request goes at the start
-    return Schedule(tuple(np.cumsum(gaps).tolist()), rate, "poisson", seed, warmup)
+    rng = np.random.default_rng(seed)
+    if requests is not None:
+        warmup = math.floor(rate * warmup_s)
+        gaps = rng.exponential(1.0 / rate, size=warmup + int(requests))
+        gaps[0] = 0.0  # the first request goes at the start
+        return Schedule(tuple(np.cumsum(gaps).tolist()), rate, "poisson", seed, warmup)
+    if duration_s is None:
+        raise ValueError("give a duration_s or a number of requests")
+    _count(rate, duration_s, None)
+    # A Poisson process on [0, warmup + duration): the count varies around rate x time (that is the
+    # point of Poisson arrivals); a fixed count would stretch or squeeze the window instead.
+    horizon = warmup_s + duration_s
+    expected = rate * horizon
+    size = int(expected + 10 * math.sqrt(expected) + 20)
+    times = np.cumsum(rng.exponential(1.0 / rate, size=size))
+    times = np.concatenate([[0.0], times[times < horizon]])
+    warmup = int(np.searchsorted(times, warmup_s)) if warmup_s > 0 else 0
+    return Schedule(tuple(times.tolist()), rate, "poisson", seed, warmup)
