@@ -13,6 +13,7 @@ from pooling_pipeline.catalog import active_catalog
 from pooling_pipeline.ingest.model_facts import Snapshot
 from pooling_pipeline.ingest.s3_transfer import S3ModelLocation
 from pooling_pipeline.partitions import model_partitions, vllm_release_partitions
+from pooling_pipeline.serving.cpu_adaptation import adaptations_markdown
 from pooling_pipeline.serving.crd_validation import validate_manifest
 from pooling_pipeline.serving.manifests import (
     RenderSettings,
@@ -129,6 +130,12 @@ def inference_service(
     }
     if deployment.cold_start_s is not None:
         metadata["cold_start_s"] = dg.MetadataValue.float(deployment.cold_start_s)
+    if deployment.details.get("adaptations"):
+        # The local target runs the same manifests on CPU: show exactly what differs from the cluster.
+        metadata["cpu_adaptations"] = dg.MetadataValue.md(adaptations_markdown(deployment.details["adaptations"]))
+    for phase in ("download_s", "startup_s"):
+        if isinstance(deployment.details.get(phase), (int, float)):
+            metadata[phase] = dg.MetadataValue.float(float(deployment.details[phase]))
     return dg.Output(
         deployment,
         data_version=dg.DataVersion(manifests_hash(manifests)[:24]),
