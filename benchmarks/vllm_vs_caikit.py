@@ -128,7 +128,9 @@ def main() -> int:
         peaks = {}
         for target in (VLLM, INCUMBENT):
             for w in workloads:
-                vals = [p.summary.inputs_per_s for p in points if p.target == target and p.workload == w.label]
+                # capacity = best closed-loop point (an open-loop point only shows what it was offered)
+                vals = [p.summary.inputs_per_s for p in points
+                        if p.target == target and p.workload == w.label and p.mode == "closed"]
                 peaks[target, w.label] = max(vals) if vals else math.nan
         print()
         for w in workloads:

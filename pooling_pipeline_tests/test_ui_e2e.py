@@ -82,6 +82,24 @@ def _dismiss_welcome(page) -> None:
         pass
 
 
+def _markdown_value(page, key: str):
+    """The rendered markdown of metadata entry `key`: inline in its row, or (over 1000 characters) in the
+    dialog its "[Show Markdown]" button opens."""
+    row = page.locator("tr", has=page.get_by_text(key, exact=True)).first
+    row.wait_for(state="visible", timeout=60_000)
+    button = row.get_by_text("[Show Markdown]")
+    if button.count():
+        button.first.click()
+        return page.get_by_role("dialog").first
+    return row
+
+
+def _close_dialog(page) -> None:
+    close = page.get_by_role("button", name="Close")
+    if close.count():
+        close.first.click()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_demo_prints_endpoints_and_a_verdict_for_every_model(demo_home) -> None:
@@ -112,14 +130,17 @@ def test_ui_shows_the_asset_graph_verdict_table_and_benchmark_plot(webserver, br
 
     # The readiness report: the verdict table with a row per model, then the benchmark plot.
     page.goto(f"{webserver}/assets/readiness_report", wait_until="networkidle")
-    page.get_by_text("Catalog verdict:").first.wait_for(state="visible", timeout=30_000)
-    table = page.locator("table", has_text="throughput vs incumbent").first
+    verdicts = _markdown_value(page, "verdicts")
+    verdicts.get_by_text("Catalog verdict:").first.wait_for(state="visible", timeout=30_000)
+    table = verdicts.locator("table", has_text="throughput vs incumbent").first
     table.wait_for(state="visible")
     for name in active_catalog().names():
-        assert table.get_by_text(name, exact=True).count() >= 1, f"{name} has no row in the verdict table"
+        row = table.locator("tr", has_text=name)
+        assert row.count() == 1, f"{name} has no row in the verdict table"
+        assert any(v in row.inner_text() for v in ("migrate", "hybrid", "keep-incumbent", "revisit"))
     page.screenshot(path=str(ARTIFACTS / "readiness-report.png"), full_page=True)
-    page.locator("tr", has_text="benchmark_plot").get_by_text("[Show Markdown]").click()
-    plot = page.locator("img[src^='data:image/png']").first
+    _close_dialog(page)
+    plot = _markdown_value(page, "benchmark_plot").locator("img[src^='data:image/png']").first
     plot.wait_for(state="visible", timeout=15_000)
     box = plot.bounding_box()
     assert box is not None and box["width"] > 200 and box["height"] > 100

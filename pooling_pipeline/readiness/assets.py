@@ -21,6 +21,9 @@ from pooling_pipeline.readiness.report import (
     find_regressions,
     png_markdown,
     render_markdown,
+    render_reasons,
+    render_regressions,
+    render_table,
     row_from_readiness,
     to_dataframe,
 )
@@ -370,27 +373,29 @@ def readiness_report(context: dg.AssetExecutionContext, config: ReportConfig, s3
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     client = s3.client()
     uris = []
+    parquet = io.BytesIO()
+    frame.to_parquet(parquet, index=False)
+    bodies = {"csv": frame.to_csv(index=False).encode(), "parquet": parquet.getvalue(),
+              "md": render_markdown(rows, regressions, thresholds).encode()}
     for folder in (stamp, "latest"):
-        for fmt in ("csv", "parquet"):
-            buf = io.BytesIO()
-            if fmt == "csv":
-                buf.write(frame.to_csv(index=False).encode())
-            else:
-                frame.to_parquet(buf, index=False)
+        for fmt, body in bodies.items():
             key = f"reports/readiness/{folder}/readiness.{fmt}"
-            client.put_object(Bucket=s3.bucket, Key=key, Body=buf.getvalue())
+            client.put_object(Bucket=s3.bucket, Key=key, Body=body)
             uris.append(f"s3://{s3.bucket}/{key}")
     verdict = catalog_verdict(rows)
     plot = png_markdown(benchmark_plot_png(rows, thresholds), "benchmark: throughput and p99 vs incumbent")
     context.log.info(f"catalog verdict {verdict.value}: " + ", ".join(f"{r.model}={r.verdict.value}" for r in rows))
     return dg.MaterializeResult(metadata={
         "catalog_verdict": dg.MetadataValue.text(verdict.value),
-        "verdicts": dg.MetadataValue.md(render_markdown(rows, regressions, thresholds)),
+        "verdicts": dg.MetadataValue.md(render_table(rows, thresholds)),
+        "reasons": dg.MetadataValue.md(render_reasons(rows)),
         "benchmark_plot": dg.MetadataValue.md(plot),
-        "regressions": dg.MetadataValue.int(len(regressions)),
+        "regressions": dg.MetadataValue.md(render_regressions(regressions)),
+        "regression_count": dg.MetadataValue.int(len(regressions)),
         "models": dg.MetadataValue.int(len(rows)),
         "migrate": dg.MetadataValue.int(sum(r.verdict in (Verdict.MIGRATE, Verdict.HYBRID) for r in rows)),
-        "csv": dg.MetadataValue.text(uris[2]),
-        "parquet": dg.MetadataValue.text(uris[3]),
+        "csv": dg.MetadataValue.text(uris[3]),
+        "parquet": dg.MetadataValue.text(uris[4]),
+        "markdown": dg.MetadataValue.text(uris[5]),
         "dated_copy": dg.MetadataValue.text(uris[0].rsplit("/", 1)[0] + "/"),
     })

@@ -134,7 +134,8 @@ def to_dataframe(rows: list[ReportRow]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def render_markdown(rows: list[ReportRow], regressions: list[Regression], thresholds: ReadinessThresholds) -> str:
+def render_table(rows: list[ReportRow], thresholds: ReadinessThresholds) -> str:
+    """The verdict table (kept compact: the UI shows markdown under 1000 characters inline)."""
     lines = [
         f"**Catalog verdict: `{catalog_verdict(rows).value}`** "
         f"(throughput ratio ≥ {thresholds.min_throughput_ratio:.2f}, p99 ratio ≤ {thresholds.max_p99_ratio:.2f})",
@@ -146,15 +147,26 @@ def render_markdown(rows: list[ReportRow], regressions: list[Regression], thresh
         dims = f"{r.dimension or '—'} / {r.max_model_len or '—'}"
         lines.append(
             f"| {r.model} | {r.kind.value} | {dims} | {r.status} | {_quality_text(r.quality)} | "
-            f"{_num(r.throughput_ratio)}× ({_num(r.throughput_per_s, 1)} inputs/s) | "
+            f"{_num(r.throughput_ratio)}× ({_num(r.throughput_per_s, 1)}/s) | "
             f"{_num(r.p99_ratio)}× ({_num(r.p99_ms, 1)} ms) | **{r.verdict.value}** |"
         )
-    lines += ["", "### Reasons", ""]
-    for r in rows:
-        lines.append(f"- **{r.model}** ({r.verdict.value}): " + "; ".join(r.reasons))
-    lines += ["", "### Regressions vs the previous vLLM version", ""]
-    lines += [f"- {g.text}" for g in regressions] or ["- none"]
     return "\n".join(lines)
+
+
+def render_reasons(rows: list[ReportRow]) -> str:
+    return "\n".join(f"- **{r.model}** ({r.verdict.value}): " + "; ".join(r.reasons) for r in rows)
+
+
+def render_regressions(regressions: list[Regression]) -> str:
+    return "\n".join(f"- {g.text}" for g in regressions) or "- none"
+
+
+def render_markdown(rows: list[ReportRow], regressions: list[Regression], thresholds: ReadinessThresholds) -> str:
+    """The whole report as one document (written to S3 beside the CSV)."""
+    return "\n".join([
+        "# Migration readiness", "", render_table(rows, thresholds), "", "## Reasons", "", render_reasons(rows), "",
+        "## Regressions vs the previous vLLM version", "", render_regressions(regressions), "",
+    ])
 
 
 def benchmark_plot_png(rows: list[ReportRow], thresholds: ReadinessThresholds) -> bytes:
