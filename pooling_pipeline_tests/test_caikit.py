@@ -63,5 +63,10 @@ def test_caikit_rerank_matches_crossencoder_predict(caikit_incumbent, cross_enco
             CaikitClient(caikit_incumbent, CROSS_ENCODER) as incumbent:
         report = evaluate(entry, snap.facts, snap.local_path, served, incumbent)
     r = report.reranker
-    assert r.incumbent_spearman >= 0.99 and r.incumbent_max_abs_diff < 1e-3 and r.incumbent_top1_agreement == 1.0
+    # Caikit-NLP 0.5.15 drops token_type_ids for pairs (return_token_type_ids=False), so its scores are close to
+    # the model's but not float-identical like vLLM's; on this generated head (scores within ~0.001 of each
+    # other) that even flips some top-1s. Close, recorded side by side, and vLLM is the faithful one.
+    assert r.incumbent_spearman >= 0.99 and r.incumbent_max_abs_diff < 0.01
+    assert r.spearman >= r.incumbent_spearman and r.max_abs_diff <= r.incumbent_max_abs_diff
     assert "incumbent" in report.ranking
+    assert any(f.startswith("incumbent vs CrossEncoder.predict") for f in report.findings)

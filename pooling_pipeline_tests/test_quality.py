@@ -7,10 +7,7 @@ server is a second, short-lived vLLM on the same snapshot. The verdict tests at 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -66,7 +63,8 @@ def test_low_cosine_fails_embedding_parity_naming_the_worst_probe():
 
 
 def test_the_per_model_cosine_threshold_comes_from_the_catalog_thresholds():
-    assert decide_checks(_embedding_report(), QualityThresholds(min_cosine=0.999), 384)["embedding_parity"].passed is False
+    checks = decide_checks(_embedding_report(), QualityThresholds(min_cosine=0.999), 384)
+    assert checks["embedding_parity"].passed is False
 
 
 def test_missing_normalisation_fails_embedding_parity():
@@ -78,8 +76,19 @@ def test_ranking_drop_beyond_tolerance_fails_ranking_correct():
     report = _embedding_report(ranking={"reference": RankingScores(ndcg_at_10=0.9, mrr_at_10=1.0),
                                         "served": RankingScores(ndcg_at_10=0.8, mrr_at_10=1.0)})
     checks = decide_checks(report, QualityThresholds(ndcg_tolerance=0.02), 384)
-    assert not checks["ranking_correct"].passed and "nDCG@10 0.8000 vs reference 0.9000" in checks["ranking_correct"].reason
+    assert not checks["ranking_correct"].passed
+    assert "nDCG@10 0.8000 vs reference 0.9000" in checks["ranking_correct"].reason
     assert decide_checks(report, QualityThresholds(ndcg_tolerance=0.15), 384)["ranking_correct"].passed
+
+
+def test_probe_table_puts_reference_served_and_incumbent_side_by_side():
+    report = _embedding_report(incumbent_url="http://127.0.0.1:8085", probes=[
+        ProbeRow(probe="empty", tokens=2, text_excerpt="", served_cosine=0.99991, incumbent_cosine=None,
+                 served_norm=1.0, incumbent_error="HTTP 400: missing 1 required positional argument: 'text'")])
+    table = probe_table_md(report).splitlines()
+    assert table[0] == ("| probe | tokens | served vs reference | incumbent vs reference | served vs incumbent | "
+                        "served norm | note |")
+    assert table[2].startswith("| empty | 2 | 0.99991 | – | – | 1.0000 | incumbent: HTTP 400")
 
 
 def _reranker_report(**parity) -> QualityReport:
@@ -101,10 +110,12 @@ def test_reranker_checks_pass_and_embedding_checks_are_not_applicable_for_rerank
 
 
 def test_scores_on_a_different_scale_fail_reranker_parity_with_the_numbers():
-    checks = decide_checks(_reranker_report(max_abs_diff=0.31, top1_agreement=0.5, spearman=0.9), QualityThresholds(), None)
+    report = _reranker_report(max_abs_diff=0.31, top1_agreement=0.5, spearman=0.9)
+    checks = decide_checks(report, QualityThresholds(), None)
     reason = checks["reranker_parity"].reason
     assert not checks["reranker_parity"].passed
-    assert "Spearman 0.9000 < 0.99" in reason and "max |score diff| 0.3100" in reason and "top-1 agreement 0.50" in reason
+    assert "Spearman 0.9000 < 0.99" in reason and "max |score diff| 0.3100" in reason
+    assert "top-1 agreement 0.50" in reason
 
 
 # ------------------------------------------------------------------------------- real servers

@@ -130,3 +130,26 @@ def test_evaluation_results_are_read_into_the_verdict_inputs() -> None:
     assert [(c.name, c.passed) for c in checks] == [("embedding_parity", False), ("dimension_matches", True)]
     assert checks[0].reason == "cosine 0.91 < 0.99"
     assert quality_metrics_of(report)["min_cosine"] == 0.9991
+
+
+def test_model_whose_rollout_failed_shows_as_keep_incumbent_with_the_cause() -> None:
+    from pooling_pipeline.partitions import model_partitions
+    from pooling_pipeline.serving.target import RolloutError
+
+    emb = active_catalog().models[0]
+
+    @dg.asset(name="inference_service", partitions_def=model_partitions)
+    def failing_rollout() -> None:
+        raise RolloutError(f"{emb.name}: vLLM exited before it became healthy: OSError: [Errno 98] Address in use")
+
+    job = dg.define_asset_job("model_pipeline_job", selection=[failing_rollout], partitions_def=model_partitions)
+    defs = dg.Definitions(assets=[failing_rollout], jobs=[job])
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("model_pipeline_job").execute_in_process(
+            instance=instance, partition_key=emb.name, raise_on_error=False)
+        assert not result.success
+        rows, _ = gather_rows(instance)
+    row = next(r for r in rows if r.model == emb.name)
+    assert (row.status, row.verdict) == ("rollout failed", Verdict.KEEP_INCUMBENT)
+    assert row.reasons == [f"loads and serves: rollout failed: {emb.name}: vLLM exited before it became healthy: "
+                           "OSError: [Errno 98] Address in use"]

@@ -38,8 +38,23 @@ def demo_home(tmp_path_factory, local_stack, vllm_python) -> Iterator[tuple[Path
     output = proc.stdout + proc.stderr
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "demo-output.txt").write_text(output)
-    assert proc.returncode == 0, output[-4000:]
-    yield home, env, output
+    try:
+        assert proc.returncode == 0, output[-4000:]
+        yield home, env, output
+    finally:
+        _stop_demo_deployments(local_stack, output)
+
+
+def _stop_demo_deployments(local_stack, output: str) -> None:
+    """Stop the vLLM servers the demo started (the stack may outlive this session: others hold leases).
+    Only those whose URL the demo printed, so another session's deployment of the same model is left alone."""
+    from pooling_pipeline.resources.local_serving import LocalServingTarget
+
+    target = LocalServingTarget(stack_dir=str(local_stack.layout.root))
+    for name in active_catalog().names():
+        current = target.current(name)
+        if current is not None and f"{name:<28} {current.url}" in output:
+            target.stop(name)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +105,10 @@ def _markdown_value(page, key: str):
     button = row.get_by_text("[Show Markdown]")
     if button.count():
         button.first.click()
-        return page.get_by_role("dialog").first
+        dialog = page.get_by_role("dialog").first
+        dialog.wait_for(state="visible")
+        page.wait_for_timeout(500)  # the dialog fades in; screenshots should show it settled
+        return dialog
     return row
 
 
@@ -98,6 +116,7 @@ def _close_dialog(page) -> None:
     close = page.get_by_role("button", name="Close")
     if close.count():
         close.first.click()
+        page.get_by_role("dialog").first.wait_for(state="hidden")
 
 
 @pytest.mark.slow

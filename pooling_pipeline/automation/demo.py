@@ -56,11 +56,11 @@ class DemoResult:
 
 
 def _failure_summary(result: object) -> str:
-    events = [e for e in getattr(result, "all_events", []) if e.is_failure]
-    for event in events:
-        message = event.message or ""
-        if event.step_key:
-            return f"step {event.step_key}: {message[:400]}"
+    from pooling_pipeline.readiness.assets import error_text
+
+    for event in getattr(result, "all_events", []):
+        if event.is_step_failure:
+            return f"step {event.step_key}: {error_text(getattr(event.event_specific_data, 'error', None))}"
     return "see the run's logs in the UI"
 
 

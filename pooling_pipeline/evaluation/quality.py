@@ -206,7 +206,8 @@ def _dimension_matches(report: QualityReport, expected: int | None) -> CheckOutc
 def _ranking_correct(report: QualityReport, t: QualityThresholds) -> CheckOutcome:
     ref, served = report.ranking.get("reference"), report.ranking.get("served")
     if ref is None or served is None:
-        return CheckOutcome(passed=False, reason="the retrieval set was not ranked by both the server and the reference")
+        return CheckOutcome(passed=False,
+                            reason="the retrieval set was not ranked by both the server and the reference")
     drop_ndcg = ref.ndcg_at_10 - served.ndcg_at_10
     drop_mrr = ref.mrr_at_10 - served.mrr_at_10
     summary = (f"nDCG@10 {served.ndcg_at_10:.4f} vs reference {ref.ndcg_at_10:.4f}, "
@@ -502,6 +503,13 @@ def evaluate_reranker(
             parity.incumbent_max_abs_diff = metrics.max_abs_diff(inc_scores, ref_scores)
             parity.incumbent_top1_agreement = metrics.top1_agreement(list(inc_scores), list(ref_scores))
             report.ranking["incumbent"] = _ranking_scores(inc_scores, qids)
+            # Seen with Caikit-NLP 0.5.15: it tokenizes pairs with return_token_type_ids=False, so BERT
+            # cross-encoders score with all-zero segment ids; vLLM and CrossEncoder use the real ones.
+            report.findings.append(
+                f"incumbent vs CrossEncoder.predict: Spearman {parity.incumbent_spearman:.4f}, max |diff| "
+                f"{parity.incumbent_max_abs_diff:.2e}, top-1 agreement {parity.incumbent_top1_agreement:.2f} "
+                f"(vLLM: {parity.spearman:.4f}, {parity.max_abs_diff:.2e}, {parity.top1_agreement:.2f})"
+            )
     report.reranker = parity
     _empty_document_gap(entry, facts, snapshot_dir, served, scale, report, cache_dir)
     _reranker_over_length(snapshot_dir, served, report)
@@ -509,7 +517,9 @@ def evaluate_reranker(
     return report
 
 
-def _rerank_consistency(served: OpenAIPoolingClient, query: str, docs: list[str], scores: np.ndarray) -> tuple[bool, str]:
+def _rerank_consistency(
+    served: OpenAIPoolingClient, query: str, docs: list[str], scores: np.ndarray
+) -> tuple[bool, str]:
     notes = []
     for version in (1, 2):
         try:
@@ -586,7 +596,8 @@ def _reranker_over_length(snapshot_dir: str, served: OpenAIPoolingClient, report
     except EndpointError as exc:
         if exc.status is None or exc.status >= 500:
             raise
-        result.served_status, result.served_behaviour, result.served_message = exc.status, "rejected", exc.server_message
+        result.served_status, result.served_behaviour = exc.status, "rejected"
+        result.served_message = exc.server_message
     report.over_length = result
     report.findings.append(f"query + document of {max_len + 1} tokens (max_model_len {max_len}): vLLM "
                            f"{result.served_behaviour} it (HTTP {result.served_status})")

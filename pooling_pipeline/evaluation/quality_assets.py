@@ -21,7 +21,7 @@ from pooling_pipeline.serving.target import Deployment
 QUALITY_CHECK_SPECS = [
     dg.AssetCheckSpec(name, asset="quality_report", blocking=True, description=description)
     for name, description in (
-        ("embedding_parity", "per-probe cosine of served vs sentence-transformers embeddings ≥ the catalog's min_cosine"),
+        ("embedding_parity", "per-probe cosine of served vs sentence-transformers embeddings ≥ catalog min_cosine"),
         ("dimension_matches", "served embedding size equals the catalog's dimension and the model's"),
         ("reranker_parity", "served scores match CrossEncoder.predict: Spearman, max |diff|, top-1 agreement"),
         ("ranking_correct", "nDCG@10 / MRR@10 on the labelled retrieval set within tolerance of the reference"),
@@ -41,8 +41,8 @@ def _fmt(x: float | None, digits: int = 5) -> str:
 def probe_table_md(report: QualityReport) -> str:
     """Markdown: one row per probe, reference vs served vs incumbent."""
     inc = report.incumbent_url is not None
-    head = "| probe | tokens | served vs reference | " + ("incumbent vs reference | served vs incumbent | " if inc else "") \
-        + "served norm | note |"
+    head = ("| probe | tokens | served vs reference | "
+            + ("incumbent vs reference | served vs incumbent | " if inc else "") + "served norm | note |")
     sep = "|" + "---|" * (head.count("|") - 1)
     rows = []
     for p in report.probes:

@@ -9,7 +9,7 @@ from typing import Any
 
 import dagster as dg
 
-from pooling_pipeline.catalog import ModelKind, active_catalog
+from pooling_pipeline.catalog import active_catalog
 from pooling_pipeline.partitions import model_partitions
 from pooling_pipeline.readiness.api_probe import probe_endpoints
 from pooling_pipeline.readiness.report import (
@@ -135,7 +135,7 @@ def checks_of(report: Any) -> list[CheckOutcome]:
             for name, c in checks.items()]
 
 
-def latest_check_outcomes(instance: dg.DagsterInstance, model: str, kind: ModelKind) -> list[tuple[float, CheckOutcome]]:
+def latest_check_outcomes(instance: dg.DagsterInstance, model: str) -> list[tuple[float, CheckOutcome]]:
     """(evaluated at, outcome) of each blocking quality check's latest evaluation for this model."""
     from dagster._core.event_api import PartitionKeyFilter
 
@@ -247,8 +247,7 @@ def migration_readiness(context: dg.AssetExecutionContext, config: ReadinessConf
     endpoints, endpoint_errors = {}, {}
     if deployment.ready:
         endpoints, endpoint_errors = probe_endpoints(deployment.url, deployment.served_model_name, entry.kind)
-    checks = checks_of(quality_report) or [c for _, c in latest_check_outcomes(context.instance, entry.name,
-                                                                              entry.kind)]
+    checks = checks_of(quality_report) or [c for _, c in latest_check_outcomes(context.instance, entry.name)]
     inputs = ReadinessInputs(
         model=entry.name,
         kind=entry.kind,
@@ -296,15 +295,57 @@ def _readiness_history(instance: dg.DagsterInstance, model: str, limit: int = 50
     return out
 
 
+MODEL_JOBS = ("model_pipeline_job", "model_revalidation_job")
+
+
+def error_text(error: Any) -> str:
+    """The root cause's first line (Dagster wraps the asset's exception in 'Error occurred while executing')."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    message = (getattr(error, "message", "") or "").strip()
+    head, sep, rest = message.partition(": ")
+    cls_name = getattr(error, "cls_name", None)
+    if sep and cls_name and head.endswith(cls_name):  # "pkg.module.RolloutError: ..." -> "..."
+        message = rest
+    return message.splitlines()[0][:300] if message else "see the run's logs"
+
+
+def latest_failure(instance: dg.DagsterInstance, model: str) -> tuple[float, str, str] | None:
+    """(ended at, failed step, root cause) of the model's latest run, if that run failed."""
+    runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": model}, job_name=None), limit=10)
+    runs = [r for r in runs if r.dagster_run.job_name in MODEL_JOBS]
+    if not runs or runs[0].dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        return None
+    run = runs[0]
+    step, cause = "run", "see the run's logs"
+    for record in instance.all_logs(run.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = record.dagster_event
+        step = event.step_key or step
+        cause = error_text(getattr(event.event_specific_data, "error", None))
+        break
+    return (run.end_time or run.create_timestamp.timestamp(), step, cause)
+
+
 def gather_rows(instance: dg.DagsterInstance) -> tuple[list[ReportRow], dict[str, ReportRow]]:
     """(current row per catalog model, latest row under the previous vLLM version per model)."""
     rows, previous = [], {}
     for entry in active_catalog().models:
         history = _readiness_history(instance, entry.name)
-        checks = latest_check_outcomes(instance, entry.name, entry.kind)
+        checks = latest_check_outcomes(instance, entry.name)
         latest_ts, latest = history[0] if history else (0.0, None)
         failed_after = [c for ts, c in checks if not c.passed and ts >= latest_ts]
-        if failed_after:
+        failure = latest_failure(instance, entry.name)
+        if failure is not None and failure[0] >= latest_ts and not failed_after:
+            # The latest run failed before a verdict: a rollout that never became Ready keeps the incumbent.
+            _, step, cause = failure
+            rollout = step == "inference_service"
+            rows.append(ReportRow(
+                model=entry.name, kind=entry.kind, dimension=entry.dimension, max_model_len=entry.max_model_len,
+                status="rollout failed" if rollout else f"run failed at {step}",
+                verdict=Verdict.KEEP_INCUMBENT if rollout else Verdict.REVISIT,
+                reasons=[("loads and serves: rollout failed: " if rollout else f"{step} failed: ") + cause],
+            ))
+        elif failed_after:
             # Blocked by a quality check: migration_readiness never ran on this evaluation.
             base = row_from_readiness(latest) if latest else None
             rows.append(ReportRow(

@@ -212,7 +212,8 @@ def decide(inputs: ReadinessInputs, thresholds: ReadinessThresholds | None = Non
     slow = []
     if perf.throughput_ratio < t.min_throughput_ratio:
         slow.append(f"throughput ratio {perf.throughput_ratio:.2f} < {t.min_throughput_ratio:.2f} "
-                    f"({_fmt(perf.throughput_per_s, 1)} vs incumbent {_fmt(perf.incumbent_throughput_per_s, 1)} inputs/s)")
+                    f"({_fmt(perf.throughput_per_s, 1)} vs incumbent "
+                    f"{_fmt(perf.incumbent_throughput_per_s, 1)} inputs/s)")
     if perf.p99_ratio > t.max_p99_ratio:
         slow.append(f"p99 ratio {perf.p99_ratio:.2f} > {t.max_p99_ratio:.2f} "
                     f"({_fmt(perf.p99_ms, 1)} vs incumbent {_fmt(perf.incumbent_p99_ms, 1)} ms)")

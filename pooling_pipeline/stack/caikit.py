@@ -116,7 +116,10 @@ def incumbent_entries(entries: list[CatalogEntry] | None = None) -> list[Catalog
 
 
 def convert_model(python: Path, snapshot_dir: Path, kind: ModelKind, out_dir: Path, commit_sha: str) -> bool:
-    """Bootstrap a HF snapshot into a Caikit model folder; skipped when `out_dir` holds this commit. True if converted."""
+    """Bootstrap a HF snapshot into a Caikit model folder (skipped when `out_dir` holds this commit).
+
+    True if it converted.
+    """
     marker = out_dir / ".pooling-source.json"
     if marker.is_file() and json.loads(marker.read_text()).get("commit_sha") == commit_sha:
         return False

@@ -84,7 +84,9 @@ class OpenAIPoolingClient(JsonHttpClient):
         data = self.json("POST", "/v1/score", {"model": self.model, "queries": queries, "documents": documents})
         return _scores_in_order(data, "/v1/score", self.base_url)
 
-    def rerank(self, query: str, documents: list[str], *, top_n: int | None = None, version: int = 1) -> list[RerankResult]:
+    def rerank(
+        self, query: str, documents: list[str], *, top_n: int | None = None, version: int = 1
+    ) -> list[RerankResult]:
         """/v1/rerank (or /v2/rerank): results best first, each with the document's index."""
         path = f"/v{version}/rerank"
         body: dict[str, Any] = {"model": self.model, "query": query, "documents": documents}
