@@ -49,10 +49,12 @@ def test_load_benchmark_on_local_vllm_produces_metadata_plots_and_results_json(
     assert result.throughput_ratio is None and "skipped" in (result.incumbent_error or "")
     points = {(p.mode, p.load) for p in result.points}
     assert points == {("open", 4.0), ("closed", 2.0)}
-    # vLLM's own /metrics saw the requests: server-side latency sits beside client-side
+    # vLLM's own /metrics saw the requests: server-side latency sits beside client-side. vLLM counts
+    # every input of a batched embeddings request as one request (and the warm-up is in there too).
     open_point = next(p for p in result.points if p.mode == "open")
     assert open_point.server_side is not None and open_point.server_side.e2e is not None
-    assert open_point.server_side.e2e.p50_ms <= open_point.summary.latency.p99_ms
+    assert open_point.server_side.e2e.count >= 4 * open_point.summary.requests
+    assert 0 < open_point.server_side.e2e.mean_ms
 
     md = output.metadata
     assert "| embeddings x4 | open | 4 req/s | vllm |" in md["summary"].value

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 LOCAL_VLLM_ENV = "POOLING_LOCAL_VLLM_VERSION"
 Reporter = Callable[[str], None]
 
@@ -135,24 +136,12 @@ def verdict_table(rows: list) -> str:
     return "\n".join(lines)
 
 
-def code_location_args() -> list[str]:
-    """workspace.yaml when it names the `defs` attribute; else the module and attribute directly.
-
-    pooling_pipeline.definitions imports each domain's `defs` under another name, so the module holds
-    several Definitions objects and Dagster refuses to guess which one without `attribute: defs`.
-    """
-    workspace = PROJECT_ROOT / "workspace.yaml"
-    if workspace.is_file() and "attribute:" in workspace.read_text():
-        return ["-w", str(workspace)]
-    return ["-m", "pooling_pipeline.definitions", "-a", "defs", "-d", str(PROJECT_ROOT)]
-
-
 def ui_command(port: int, *, with_daemon: bool = True) -> list[str]:
     """`dagster dev` (webserver + daemon, so the schedule and sensors run) or the webserver alone."""
     bindir = Path(sys.executable).parent
     if with_daemon:
-        return [str(bindir / "dagster"), "dev", *code_location_args(), "-h", "127.0.0.1", "-p", str(port)]
-    return [str(bindir / "dagster-webserver"), *code_location_args(), "-h", "127.0.0.1", "-p", str(port)]
+        return [str(bindir / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(port)]
+    return [str(bindir / "dagster-webserver"), "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(port)]
 
 
 def start_ui(port: int, *, with_daemon: bool = True, log_path: Path | None = None,

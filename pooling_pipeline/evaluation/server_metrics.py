@@ -5,6 +5,10 @@ requests finished, and latency histograms (end-to-end, queue, inference) whose b
 server-side mean and percentiles (interpolated within buckets, as Prometheus' histogram_quantile does).
 Set beside the client-side numbers they show how much of the latency is the network and the client.
 Parsing is pure (text in, numbers out); only `scrape` does I/O.
+
+Reading the numbers: the mean (sum/count) is exact; percentiles are interpolated within buckets and
+vLLM's are coarse (e2e: 0.3, 0.5, 0.8, 1, 1.5 s ...), so a p50 of "150 ms" means "under 300 ms". vLLM
+counts each input of a batched /v1/embeddings request as one request.
 """
 
 from __future__ import annotations
