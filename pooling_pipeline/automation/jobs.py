@@ -4,6 +4,7 @@ group (another evaluation, say) joins the nightly re-validation without touching
 import dagster as dg
 
 from pooling_pipeline.partitions import model_partitions
+from pooling_pipeline.resources.k8s_tags import step_executor
 
 SERVING_RUNTIME = dg.AssetKey("serving_runtime")
 READINESS_REPORT = dg.AssetKey("readiness_report")
@@ -19,6 +20,8 @@ model_pipeline_job = dg.define_asset_job(
     "model_pipeline_job",
     selection=_per_model,
     partitions_def=model_partitions,
+    # In the cluster each step is its own pod, so load_benchmark can sit next to the model server.
+    executor_def=step_executor(),
     description="One model, end to end: hf_snapshot -> s3_model -> inference_service -> quality_report "
                 "(blocking checks) -> load_benchmark -> migration_readiness, on the latest vLLM release.",
 )
@@ -29,6 +32,7 @@ model_revalidation_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("serving", "evaluation", "readiness") - dg.AssetSelection.assets(
         SERVING_RUNTIME, READINESS_REPORT),
     partitions_def=model_partitions,
+    executor_def=step_executor(),
     description="Redeploy one model on the latest vLLM release and re-run quality, benchmark and readiness.",
 )
 

@@ -76,8 +76,13 @@ class _Nvml:
 class ResourceSampler:
     """`with ResourceSampler(pids=[server_pid]) as s: ...; s.samples` (pids may be empty: GPU only)."""
 
-    def __init__(self, pids: list[int] | None = None, *, interval_s: float = 0.5, gpu: bool = True) -> None:
+    def __init__(self, pids: list[int] | None = None, *, interval_s: float = 0.5, gpu: bool = True,
+                 dcgm_url: str | None = None, dcgm_pod: str | None = None) -> None:
+        """`dcgm_url` (cluster): the DCGM exporter's /metrics, read instead of local NVML; `dcgm_pod`
+        keeps only the GPUs it attributes to the predictor pod."""
         self.pids = [p for p in (pids or []) if p]
+        self.dcgm_url = dcgm_url
+        self.dcgm_pod = dcgm_pod
         self.interval_s = interval_s
         self.samples: list[ResourceSample] = []
         self.phase = ""
@@ -115,7 +120,9 @@ class ResourceSampler:
                     continue
         util: list[float] = []
         mem: list[float] = []
-        if self._nvml is not None and self._nvml.handles:
+        if self.dcgm_url:
+            util, mem = read_dcgm(self.dcgm_url, pod=self.dcgm_pod)
+        elif self._nvml is not None and self._nvml.handles:
             util, mem = self._nvml.read()
         return ResourceSample(t=time.monotonic() - self._t0, cpu_percent=cpu, rss_mb=rss, gpu_util_percent=util,
                               gpu_mem_used_mb=mem, phase=self.phase)
@@ -126,7 +133,7 @@ class ResourceSampler:
 
     def start(self) -> ResourceSampler:
         self._t0 = time.monotonic()
-        self._nvml = _Nvml() if self._gpu else None
+        self._nvml = _Nvml() if self._gpu and not self.dcgm_url else None
         self._tree()
         for p in self._procs.values():  # prime cpu_percent so the first sample means something
             try:
@@ -216,7 +223,8 @@ def summarize_resources(samples: list[ResourceSample], gpus: list[str] | None = 
 
 def parse_dcgm(text: str, *, pod: str | None = None) -> tuple[list[float], list[float]]:
     """(GPU utilisation %, framebuffer MiB used) per GPU from DCGM exporter metrics, optionally only the
-    GPUs the exporter attributes to `pod` (its `pod` label, set when the exporter runs with pod mapping)."""
+    GPUs the exporter attributes to pods whose name starts with `pod` (its `pod` label, set when the
+    exporter runs with pod mapping; a prefix such as "<isvc>-predictor" matches the predictor's pods)."""
     from pooling_pipeline.evaluation.server_metrics import parse_metrics
 
     snap = parse_metrics(text)
@@ -224,9 +232,21 @@ def parse_dcgm(text: str, *, pod: str | None = None) -> tuple[list[float], list[
     def values(name: str) -> list[float]:
         series = snap.samples.get(name, {})
         return [v for labels, v in sorted(series.items(), key=lambda kv: dict(kv[0]).get("gpu", ""))
-                if pod is None or dict(labels).get("pod") == pod]
+                if pod is None or dict(labels).get("pod", "").startswith(pod)]
 
     return values("DCGM_FI_DEV_GPU_UTIL"), values("DCGM_FI_DEV_FB_USED")
+
+
+def read_dcgm(url: str, *, pod: str | None = None, timeout_s: float = 2.0) -> tuple[list[float], list[float]]:
+    """One scrape of the DCGM exporter; ([], []) when it cannot be read (a missed sample, not a failure)."""
+    import httpx
+
+    try:
+        resp = httpx.get(url, timeout=timeout_s)
+        resp.raise_for_status()
+    except httpx.HTTPError:
+        return [], []
+    return parse_dcgm(resp.text, pod=pod)
 
 
 def nvidia_smi_in_pod(core_v1: Any, namespace: str, pod: str, container: str = "kserve-container") -> tuple[

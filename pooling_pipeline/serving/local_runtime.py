@@ -171,6 +171,10 @@ def stop_all_deployments(layout: StackLayout) -> list[str]:
 # ---------------------------------------------------------------- rollout
 
 
+_PORT_ATTEMPTS = 3
+_PORT_TAKEN = "Address already in use"
+
+
 def _rollout_error(key: str, log_path: Path, reason: str) -> RolloutError:
     evidence = tail(log_path, _EVIDENCE_LINES)
     found = diagnose(evidence.splitlines())
@@ -229,25 +233,27 @@ def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> 
         ) from exc
     download_s = time.monotonic() - started
 
-    # 2. the adapted predictor container.
-    command = adapt(rollout, layout, key, port=free_port())
-    for d in cache_dirs(command):
-        d.mkdir(parents=True, exist_ok=True)
-    log_path = folder / _LOG
-    if log_path.exists():  # keep the previous attempt's log for comparison, start this one clean
-        log_path.replace(folder / f"{_LOG}.previous")
-    try:
-        process = start_detached(f"vllm:{key}", command.argv, pid_file=folder / _PID, log_path=log_path,
-                                 env=command.env, cwd=folder)
-    except StackError as exc:
-        raise RolloutError(f"{key}: {exc}", diagnosis=None, evidence=" ".join(command.argv)) from exc
-
-    # 3. readiness.
-    failure = _wait_healthy(command.url, process.pid, rollout.ready_timeout_s)
-    if failure is not None:
-        error = _rollout_error(key, log_path, failure)
+    # 2. the adapted predictor container, and 3. readiness. The port is picked free just before the start,
+    # but another process can take it before vLLM binds; that (and only that) is retried on a new port.
+    for attempt in range(1, _PORT_ATTEMPTS + 1):
+        command = adapt(rollout, layout, key, port=free_port())
+        for d in cache_dirs(command):
+            d.mkdir(parents=True, exist_ok=True)
+        log_path = folder / _LOG
+        if log_path.exists():  # keep the previous attempt's log for comparison, start this one clean
+            log_path.replace(folder / f"{_LOG}.previous")
+        try:
+            process = start_detached(f"vllm:{key}", command.argv, pid_file=folder / _PID, log_path=log_path,
+                                     env=command.env, cwd=folder)
+        except StackError as exc:
+            raise RolloutError(f"{key}: {exc}", diagnosis=None, evidence=" ".join(command.argv)) from exc
+        failure = _wait_healthy(command.url, process.pid, rollout.ready_timeout_s)
+        if failure is None:
+            break
         stop_deployment(layout, key)
-        raise error
+        if attempt < _PORT_ATTEMPTS and _PORT_TAKEN in tail(log_path, _EVIDENCE_LINES):
+            continue
+        raise _rollout_error(key, log_path, failure)
     cold_start = time.monotonic() - started
 
     deployment = Deployment(
