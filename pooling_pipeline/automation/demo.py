@@ -89,11 +89,14 @@ def materialize_local_catalog(instance: object, report: Reporter = print) -> Dem
         instance.add_dynamic_partitions(vllm_release_partitions.name, [version])
         report(f"vLLM release partition {version} added")
 
+    # The step-by-step DEBUG events are in the UI; the terminal gets the assets' own INFO lines.
+    _QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
     def run(job_name: str, partition: str | None, tags: dict[str, str]) -> bool:
         job = defs.resolve_job_def(job_name)
         t0 = time.monotonic()
         outcome = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
-                                         tags={TRIGGER_TAG: "demo", **tags})
+                                         tags={TRIGGER_TAG: "demo", **tags}, run_config=_QUIET_CONSOLE)
         label = f"{job_name}[{partition}]" if partition else job_name
         if outcome.success:
             report(f"  ok      {label} ({time.monotonic() - t0:.0f}s, run {outcome.run_id[:8]})")
