@@ -153,3 +153,14 @@ def test_model_whose_rollout_failed_shows_as_keep_incumbent_with_the_cause() -> 
     assert (row.status, row.verdict) == ("rollout failed", Verdict.KEEP_INCUMBENT)
     assert row.reasons == [f"loads and serves: rollout failed: {emb.name}: vLLM exited before it became healthy: "
                            "OSError: [Errno 98] Address in use"]
+
+
+def test_plot_shows_vllm_numbers_when_no_incumbent_was_compared() -> None:
+    """Without an incumbent the ratio bars would all be empty: the plot switches to vLLM's own numbers."""
+    alone = [ReportRow(model="m", kind=ModelKind.EMBEDDING, status="ok", verdict=Verdict.MIGRATE,
+                       throughput_per_s=80.0, p99_ms=250.0)]
+    faster = [alone[0].model_copy(update={"throughput_per_s": 160.0})]
+    png = benchmark_plot_png(alone, ReadinessThresholds())
+    assert png.startswith(b"\x89PNG")
+    # The measured number is what is drawn (a zero-filled ratio plot would not change with it).
+    assert png != benchmark_plot_png(faster, ReadinessThresholds())

@@ -170,25 +170,36 @@ def render_markdown(rows: list[ReportRow], regressions: list[Regression], thresh
 
 
 def benchmark_plot_png(rows: list[ReportRow], thresholds: ReadinessThresholds) -> bytes:
-    """Throughput and p99 ratios per model against the thresholds (bars; a missing ratio is left out)."""
+    """Throughput and p99 per model: as ratios vs the incumbent against the thresholds when any model was
+    compared; otherwise vLLM's own numbers (inputs/s, p99 ms), so a catalog without incumbents still shows
+    what was measured. A model without a number is marked "n/a" rather than drawn as a zero bar."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display in a run process
     import matplotlib.pyplot as plt
 
+    compared = any(r.throughput_ratio is not None or r.p99_ratio is not None for r in rows)
+    panels = (
+        [("throughput_ratio", thresholds.min_throughput_ratio, "throughput vs incumbent (higher is better)"),
+         ("p99_ratio", thresholds.max_p99_ratio, "p99 latency vs incumbent (lower is better)")]
+        if compared else
+        [("throughput_per_s", None, "vLLM peak inputs/s (no incumbent compared)"),
+         ("p99_ms", None, "vLLM p99 ms at the reference load (no incumbent compared)")]
+    )
     names = [r.model for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, attr, bound, title in (
-        (axes[0], "throughput_ratio", thresholds.min_throughput_ratio, "throughput vs incumbent (higher is better)"),
-        (axes[1], "p99_ratio", thresholds.max_p99_ratio, "p99 latency vs incumbent (lower is better)"),
-    ):
-        values = [getattr(r, attr) or 0.0 for r in rows]
-        ax.bar(names, values, color=["#4c72b0" if getattr(r, attr) is not None else "#cccccc" for r in rows])
-        ax.axhline(bound, color="#c44e52", linestyle="--", label=f"bound {bound:.2f}")
-        ax.axhline(1.0, color="#888888", linewidth=0.8)
+    for ax, (attr, bound, title) in zip(axes, panels, strict=True):
+        measured = [getattr(r, attr) for r in rows]
+        ax.bar(names, [v or 0.0 for v in measured], color=["#4c72b0" if v is not None else "#cccccc" for v in measured])
+        for i, v in enumerate(measured):
+            ax.annotate("n/a" if v is None else f"{v:.2f}" if compared else f"{v:.0f}", (i, v or 0.0),
+                        ha="center", va="bottom", fontsize=7)
+        if bound is not None:
+            ax.axhline(bound, color="#c44e52", linestyle="--", label=f"bound {bound:.2f}")
+            ax.axhline(1.0, color="#888888", linewidth=0.8)
+            ax.legend(fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelsize=7, rotation=15)
-        ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
