@@ -70,13 +70,6 @@ class CaikitClient(JsonHttpClient):
                             self.base_url) from None
         return sorted(results, key=lambda r: -r.relevance_score)
 
-    def health(self) -> bool:
-        try:
-            self.request("GET", "/health", timeout_s=10.0)
-            return True
-        except EndpointError:
-            return False
-
     def models(self) -> dict[str, Any]:
         """/info/models: what the runtime has loaded."""
         return self.json("GET", "/info/models")

@@ -79,6 +79,14 @@ class JsonHttpClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def health(self) -> bool:
+        """Both dialects (vLLM and Caikit) answer GET /health with 200 when ready."""
+        try:
+            self.request("GET", "/health", timeout_s=10.0)
+            return True
+        except EndpointError:
+            return False
+
     def request(self, method: str, path: str, payload: Any = None, *, timeout_s: float | None = None) -> httpx.Response:
         """Send one request (retrying connection failures) and return a 2xx response or raise EndpointError."""
         url = f"{self.base_url}{path}"

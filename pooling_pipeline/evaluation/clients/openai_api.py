@@ -125,13 +125,6 @@ class OpenAIPoolingClient(JsonHttpClient):
             raise malformed(API_NAME, "/version", "no version field", data, self.base_url)
         return str(data["version"])
 
-    def health(self) -> bool:
-        try:
-            self.request("GET", "/health", timeout_s=10.0)
-            return True
-        except EndpointError:
-            return False
-
     def metrics(self) -> str:
         """Prometheus text exposition from /metrics."""
         return self.text("/metrics")
