@@ -6,6 +6,7 @@ what the generator reports can be checked against what really happened.
 
 import json
 import math
+import statistics
 
 import pytest
 
@@ -98,13 +99,20 @@ def test_latency_percentiles_and_error_counts_match_the_injected_behaviour():
     # Every 4th arrival waits 40 ms, every 10th answers 503: of 200 requests 20 fail, 40 slow ones succeed.
     behaviour = Behaviour(delay_every=4, delay_s=0.040, error_every=10, error_status=503)
     with LoopbackServer(behaviour) as url:
-        summary = summarize(run_open_loop(url, REQUESTS, constant_schedule(100, requests=200)))
+        result = run_open_loop(url, REQUESTS, constant_schedule(100, requests=200))
+    summary = summarize(result)
     assert summary.errors == {"http_503": 20}
     assert summary.succeeded == 180
     lat = summary.latency
     assert lat.p50_ms < 10  # 140 of 180 answered at once
     assert 40 <= lat.p90_ms < 100  # 40 of 180 (22%) waited 40 ms (upper bound: slack for a busy CI box)
-    assert 40 <= lat.max_ms < 200
+    assert lat.max_ms >= 40
+    # The 40 delayed answers are the slow ones, and what was measured for them is the injected delay: their
+    # median stays near 40 ms. (Their single maximum is not asserted: one scheduler stall of a 2-core CI box,
+    # which shares its cores with vLLM servers, has been seen to add 600 ms to one request.)
+    slow = sorted(r.done - r.sent for r in result.records if r.error is None and not r.warmup)[-40:]
+    assert all(s >= 0.039 for s in slow)  # 1 ms: the timer resolution of the server's sleep
+    assert 0.039 <= statistics.median(slow) < 0.100
 
 
 def test_open_loop_keeps_sending_while_the_server_stalls():
