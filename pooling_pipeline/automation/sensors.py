@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from pooling_pipeline.automation.jobs import (
     RELEASE_TAG,
+    SERVING_RUNTIME,
     TRIGGER_TAG,
     ingest_job,
     model_revalidation_job,
@@ -32,7 +33,6 @@ from pooling_pipeline.catalog import active_catalog
 from pooling_pipeline.partitions import vllm_release_partitions
 from pooling_pipeline.resources.hub import HubResource
 
-SERVING_RUNTIME = dg.AssetKey("serving_runtime")
 HF_SNAPSHOT = dg.AssetKey("hf_snapshot")
 
 
