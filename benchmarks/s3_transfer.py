@@ -53,7 +53,9 @@ def stack_env() -> tuple[dict[str, str], bool]:
     """
     if os.environ.get("AWS_ENDPOINT_URL") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
         keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-        return {k: os.environ[k] for k in keys} | {"POOLING_S3_BUCKET": os.environ.get("POOLING_S3_BUCKET", "models")}, False
+        return {k: os.environ[k] for k in keys} | {
+            "POOLING_S3_BUCKET": os.environ.get("POOLING_S3_BUCKET", "models")
+        }, False
     from pooling_pipeline.stack import seaweedfs
     from pooling_pipeline.stack.layout import StackLayout
     from pooling_pipeline.stack.manager import stack_up
@@ -69,8 +71,9 @@ def aws(env: dict[str, str], *args: str) -> float:
     if args[:2] == ("s3", "sync"):
         cmd.append("--only-show-errors")
     started = time.perf_counter()
-    subprocess.run(cmd, env=os.environ | env | {"AWS_DEFAULT_REGION": "us-east-1"}, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        cmd, env=os.environ | env | {"AWS_DEFAULT_REGION": "us-east-1"}, check=True, stdout=subprocess.DEVNULL
+    )
     return time.perf_counter() - started
 
 
@@ -90,8 +93,10 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="s3bench-"))
     print(f"snapshot: {snapshot} ({total / MB:.1f} MiB); endpoint {env['AWS_ENDPOINT_URL']}; bucket {bucket}")
     for name, cfg in (("upload", UPLOAD_TRANSFER_CONFIG), ("download", DOWNLOAD_TRANSFER_CONFIG)):
-        print(f"ours, {name}: multipart above {cfg.multipart_threshold // MB} MiB in {cfg.multipart_chunksize // MB} "
-              f"MiB parts, concurrency {cfg.max_concurrency}")
+        print(
+            f"ours, {name}: multipart above {cfg.multipart_threshold // MB} MiB in {cfg.multipart_chunksize // MB} "
+            f"MiB parts, concurrency {cfg.max_concurrency}"
+        )
 
     # Warm-up (bucket, connections, page cache) for both sides; not counted.
     upload_snapshot(client, snapshot, bucket, f"bench/{run_id}/warm-ours/")
@@ -99,7 +104,8 @@ def main() -> None:
     # The CLI's engine in-process: its defaults (`aws configure set default.s3.*`), a default botocore client.
     cli_config = TransferConfig(multipart_threshold=8 * MB, multipart_chunksize=8 * MB, max_concurrency=10)
     cli_client = boto3.session.Session(
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name="us-east-1",
     ).client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], config=Config(s3={"addressing_style": "path"}))
     files = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
@@ -114,55 +120,72 @@ def main() -> None:
 
     engine([lambda m, f=f: m.upload(str(snapshot / f), bucket, f"bench/{run_id}/warm-eng/{f}") for f in files])
 
-    times: dict[str, list[float]] = {k: [] for k in
-                                     ("ours_up", "aws_up", "eng_up", "ours_down", "aws_down", "eng_down")}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("ours_up", "aws_up", "eng_up", "ours_down", "aws_down", "eng_down")
+    }
+    base = f"bench/{run_id}"
+
+    # One step per side and direction; round r writes under its own prefix and folder.
+    def ours_up(r: int) -> None:
+        result = upload_snapshot(client, snapshot, bucket, f"{base}/ours/{r}/")
+        assert result.bytes_uploaded == total, "the benchmark must upload everything"
+        times["ours_up"].append(result.seconds)
+
+    def aws_up(r: int) -> None:
+        times["aws_up"].append(aws(env, "s3", "sync", str(snapshot), f"s3://{bucket}/{base}/aws/{r}/"))
+
+    def eng_up(r: int) -> None:
+        times["eng_up"].append(
+            engine([lambda m, f=f: m.upload(str(snapshot / f), bucket, f"{base}/eng/{r}/{f}") for f in files])
+        )
+
+    def ours_down(r: int) -> None:
+        started = time.perf_counter()
+        download_model(client, (bucket, f"{base}/ours/{r}/"), scratch / f"ours-{r}")
+        times["ours_down"].append(time.perf_counter() - started)
+
+    def aws_down(r: int) -> None:
+        times["aws_down"].append(aws(env, "s3", "sync", f"s3://{bucket}/{base}/aws/{r}/", str(scratch / f"aws-{r}")))
+
+    def eng_down(r: int) -> None:
+        for f in files:
+            (scratch / f"eng-{r}" / f).parent.mkdir(parents=True, exist_ok=True)
+        times["eng_down"].append(
+            engine(
+                [lambda m, f=f: m.download(bucket, f"{base}/eng/{r}/{f}", str(scratch / f"eng-{r}" / f)) for f in files]
+            )
+        )
+
     try:
         for r in range(args.rounds):
-            base = f"bench/{run_id}"
-
-            def ours_up() -> None:
-                result = upload_snapshot(client, snapshot, bucket, f"{base}/ours/{r}/")
-                assert result.bytes_uploaded == total, "the benchmark must upload everything"
-                times["ours_up"].append(result.seconds)
-
-            def aws_up() -> None:
-                times["aws_up"].append(aws(env, "s3", "sync", str(snapshot), f"s3://{bucket}/{base}/aws/{r}/"))
-
-            def eng_up() -> None:
-                times["eng_up"].append(engine(
-                    [lambda m, f=f: m.upload(str(snapshot / f), bucket, f"{base}/eng/{r}/{f}") for f in files]))
-
-            def ours_down() -> None:
-                started = time.perf_counter()
-                download_model(client, (bucket, f"{base}/ours/{r}/"), scratch / f"ours-{r}")
-                times["ours_down"].append(time.perf_counter() - started)
-
-            def aws_down() -> None:
-                times["aws_down"].append(
-                    aws(env, "s3", "sync", f"s3://{bucket}/{base}/aws/{r}/", str(scratch / f"aws-{r}")))
-
-            def eng_down() -> None:
-                for f in files:
-                    (scratch / f"eng-{r}" / f).parent.mkdir(parents=True, exist_ok=True)
-                times["eng_down"].append(engine(
-                    [lambda m, f=f: m.download(bucket, f"{base}/eng/{r}/{f}", str(scratch / f"eng-{r}" / f))
-                     for f in files]))
-
             # Rotate who goes first, so no side always gets the warmer caches.
             ups, downs = [ours_up, aws_up, eng_up], [ours_down, aws_down, eng_down]
             k = r % 3
             for step in ups[k:] + ups[:k] + downs[k:] + downs[:k]:
-                step()
+                step(r)
             for name in ("ours", "aws", "eng"):
                 shutil.rmtree(scratch / f"{name}-{r}", ignore_errors=True)
-            print(f"round {r + 1}: up ours {times['ours_up'][-1]:.2f}s aws {times['aws_up'][-1]:.2f}s "
-                  f"engine {times['eng_up'][-1]:.2f}s | down ours {times['ours_down'][-1]:.2f}s "
-                  f"aws {times['aws_down'][-1]:.2f}s engine {times['eng_down'][-1]:.2f}s")
+            print(
+                f"round {r + 1}: up ours {times['ours_up'][-1]:.2f}s aws {times['aws_up'][-1]:.2f}s "
+                f"engine {times['eng_up'][-1]:.2f}s | down ours {times['ours_down'][-1]:.2f}s "
+                f"aws {times['aws_down'][-1]:.2f}s engine {times['eng_down'][-1]:.2f}s"
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        subprocess.run([str(Path(sys.executable).with_name("aws")), "s3", "rm", "--recursive", "--only-show-errors",
-                        f"s3://{bucket}/bench/{run_id}/", "--endpoint-url", env["AWS_ENDPOINT_URL"]],
-                       env=os.environ | env | {"AWS_DEFAULT_REGION": "us-east-1"}, check=False)
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("aws")),
+                "s3",
+                "rm",
+                "--recursive",
+                "--only-show-errors",
+                f"s3://{bucket}/bench/{run_id}/",
+                "--endpoint-url",
+                env["AWS_ENDPOINT_URL"],
+            ],
+            env=os.environ | env | {"AWS_DEFAULT_REGION": "us-east-1"},
+            check=False,
+        )
         if started_stack:
             from pooling_pipeline.stack.manager import stack_down
 
@@ -175,8 +198,10 @@ def main() -> None:
     for direction in ("up", "down"):
         ours, cli, eng = (mbps(times[f"{who}_{direction}"]) for who in ("ours", "aws", "eng"))
         name = "upload  " if direction == "up" else "download"
-        print(f"{name}: ours {ours:6.1f} MB/s | aws s3 sync {cli:6.1f} MB/s -> ratio {ours / cli:.2f}x "
-              f"| CLI engine in-process {eng:6.1f} MB/s -> ratio {ours / eng:.2f}x")
+        print(
+            f"{name}: ours {ours:6.1f} MB/s | aws s3 sync {cli:6.1f} MB/s -> ratio {ours / cli:.2f}x "
+            f"| CLI engine in-process {eng:6.1f} MB/s -> ratio {ours / eng:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -18,4 +18,6 @@ from pooling_pipeline.catalog import active_catalog
 
 model_partitions = dg.StaticPartitionsDefinition(active_catalog().names())
 
-vllm_release_partitions = dg.DynamicPartitionsDefinition(name="vllm_releases")
+# The name as a plain str: DynamicPartitionsDefinition.name is typed Optional, instance calls need a str.
+VLLM_RELEASES = "vllm_releases"
+vllm_release_partitions = dg.DynamicPartitionsDefinition(name=VLLM_RELEASES)

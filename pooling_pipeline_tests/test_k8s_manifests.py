@@ -79,6 +79,8 @@ CORE_KINDS = {
     ("v1", "Secret"): "V1Secret",
     ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): "V1ClusterRole",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "V1ClusterRoleBinding",
 }
 
 
@@ -90,13 +92,17 @@ def test_core_manifests_validate_against_the_kubernetes_models() -> None:
             continue
         _check_against_model(doc, model, f"{path.name}:{doc['kind']}/{doc['metadata']['name']}")
         checked += 1
-    assert checked >= 8  # 2 ServiceAccounts, 3 Roles, 3 RoleBindings, 2 Secrets
+    assert checked >= 10  # 2 ServiceAccounts, 3 Roles, 3 RoleBindings, 1 ClusterRole(Binding), 2 Secrets
 
 
 def test_model_check_rejects_a_misspelt_field() -> None:
     # The validator above must be able to fail: a typo is not silently dropped as the client would.
-    bad = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "x"},
-           "rules": [{"apiGroups": [""], "resource": ["pods"], "verbs": ["get"]}]}
+    bad = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "x"},
+        "rules": [{"apiGroups": [""], "resource": ["pods"], "verbs": ["get"]}],
+    }
     with pytest.raises(AssertionError, match="resource"):
         _check_against_model(bad, "V1Role", "bad")
 
@@ -107,8 +113,8 @@ def test_every_manifest_is_of_a_known_kind() -> None:
         assert (doc.get("apiVersion"), doc.get("kind")) in known, f"{path.name}: unexpected {doc.get('kind')}"
 
 
-def test_runtime_templates_wrap_servingruntimes_valid_against_the_kserve_crd(shared_reference: Path) -> None:
-    from pooling_pipeline.serving.crd_validation import validate_manifest
+def test_runtime_templates_wrap_servingruntimes_valid_against_the_kserve_crd() -> None:
+    from pooling_pipeline.serving.crd_validation import packaged_source, validate_manifest
 
     templates = [d for p in sorted((K8S / "runtimes").glob("*.yaml")) for d in _docs(p)]
     assert {t["metadata"]["name"] for t in templates} == {"vllm-embedding-runtime", "vllm-reranker-runtime"}
@@ -117,7 +123,7 @@ def test_runtime_templates_wrap_servingruntimes_valid_against_the_kserve_crd(sha
         assert template["metadata"]["namespace"] == TEMPLATES_NS
         for obj in template["objects"]:
             assert obj["kind"] == "ServingRuntime"
-            assert validate_manifest(obj, shared_reference / "kserve-crds", required=True)
+            assert validate_manifest(obj, packaged_source()).validated
 
 
 def _render_cli(*args: str):
@@ -158,20 +164,65 @@ def test_example_secrets_hold_no_real_values() -> None:
 
 # The fields of the chart's values schema (helm/dagster/schema, chart 1.13.x), `extra="forbid"` there.
 K8S_RUN_LAUNCHER_FIELDS = {
-    "image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "envConfigMaps",
-    "envSecrets", "envVars", "volumeMounts", "volumes", "labels", "failPodOnRunFailure", "resources",
-    "schedulerName", "securityContext", "runK8sConfig",
+    "image",
+    "imagePullPolicy",
+    "jobNamespace",
+    "loadInclusterConfig",
+    "kubeconfigFile",
+    "envConfigMaps",
+    "envSecrets",
+    "envVars",
+    "volumeMounts",
+    "volumes",
+    "labels",
+    "failPodOnRunFailure",
+    "resources",
+    "schedulerName",
+    "securityContext",
+    "runK8sConfig",
 }
 RUN_K8S_CONFIG_FIELDS = {"containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata"}
 USER_DEPLOYMENT_FIELDS = {
-    "name", "image", "port", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns",
-    "deploymentNamespace", "env",
-    "envConfigMaps", "envSecrets", "annotations", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
-    "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe", "labels", "volumeMounts",
-    "volumes", "schedulerName", "initContainers", "sidecarContainers", "deploymentStrategy", "replicaCount",
+    "name",
+    "image",
+    "port",
+    "dagsterApiGrpcArgs",
+    "codeServerArgs",
+    "includeConfigInLaunchedRuns",
+    "deploymentNamespace",
+    "env",
+    "envConfigMaps",
+    "envSecrets",
+    "annotations",
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "labels",
+    "volumeMounts",
+    "volumes",
+    "schedulerName",
+    "initContainers",
+    "sidecarContainers",
+    "deploymentStrategy",
+    "replicaCount",
 }
-POSTGRES_FIELDS = {"postgresqlScheme", "image", "enabled", "postgresqlHost", "postgresqlUsername",
-                   "postgresqlPassword", "postgresqlDatabase", "postgresqlParams", "service"}
+POSTGRES_FIELDS = {
+    "postgresqlScheme",
+    "image",
+    "enabled",
+    "postgresqlHost",
+    "postgresqlUsername",
+    "postgresqlPassword",
+    "postgresqlDatabase",
+    "postgresqlParams",
+    "service",
+}
 CONCURRENCY_FIELDS = {"enabled", "pools", "runs"}
 CONCURRENCY_POOL_FIELDS = {"defaultLimit", "granularity", "opGranularityRunBuffer"}
 CONCURRENCY_RUN_FIELDS = {"maxConcurrentRuns", "tagConcurrencyLimits"}
@@ -291,10 +342,24 @@ def test_the_image_home_matches_the_chart_dagster_home() -> None:
 # ---------------------------------------------------------------- RBAC == what the code calls
 
 
-_VERB = {"create": "create", "read": "get", "list": "list", "delete": "delete", "patch": "patch",
-         "replace": "update", "connect_get": "create", "connect_post": "create"}
-_RESOURCE = {"job": "jobs", "job_status": "jobs/status", "pod": "pods", "pod_log": "pods/log", "event": "events",
-             "pod_exec": "pods/exec"}
+_VERB = {
+    "create": "create",
+    "read": "get",
+    "list": "list",
+    "delete": "delete",
+    "patch": "patch",
+    "replace": "update",
+    "connect_get": "create",
+    "connect_post": "create",
+}
+_RESOURCE = {
+    "job": "jobs",
+    "job_status": "jobs/status",
+    "pod": "pods",
+    "pod_log": "pods/log",
+    "event": "events",
+    "pod_exec": "pods/exec",
+}
 
 
 def _calls_in(source: str, api_names: str) -> set[tuple[str, str, str]]:
@@ -325,40 +390,50 @@ def exec_permissions() -> set[tuple[str, str, str]]:
     return calls
 
 
-def required_permissions() -> dict[str, set[tuple[str, str, str, str]]]:
-    from pooling_pipeline.resources.kubernetes import REQUIRED_PERMISSIONS
+# (namespace or "" for cluster-scoped, group, resource, verb, resourceNames)
+Grant = tuple[str, str, str, str, tuple[str, ...]]
 
-    scope_ns = {"models": MODELS_NS, "templates": TEMPLATES_NS}
-    launcher = {(PIPELINE_NS, g, r, v) for v, g, r in dagster_k8s_permissions()}
-    serving = {(scope_ns[p.scope], p.group, p.resource, p.verb) for p in REQUIRED_PERMISSIONS}
-    serving |= {(MODELS_NS, g, r, v) for v, g, r in exec_permissions()}
+
+def required_permissions() -> dict[str, set[Grant]]:
+    from pooling_pipeline.serving.kubernetes_target import REQUIRED_PERMISSIONS
+
+    scope_ns = {"models": MODELS_NS, "templates": TEMPLATES_NS, "cluster": ""}
+    launcher = {(PIPELINE_NS, g, r, v, ()) for v, g, r in dagster_k8s_permissions()}
+    serving = {(scope_ns[p.scope], p.group, p.resource, p.verb, p.resource_names) for p in REQUIRED_PERMISSIONS}
+    serving |= {(MODELS_NS, g, r, v, ()) for v, g, r in exec_permissions()}
     return {DAGSTER_SA: launcher, RUNS_SA: launcher | serving}
 
 
-def granted_permissions() -> dict[str, set[tuple[str, str, str, str]]]:
+def granted_permissions() -> dict[str, set[Grant]]:
     docs = _docs(K8S / "rbac.yaml")
-    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "Role"}
-    granted: dict[str, set[tuple[str, str, str, str]]] = defaultdict(set)
-    for binding in (d for d in docs if d["kind"] == "RoleBinding"):
-        ns = binding["metadata"]["namespace"]
-        assert binding["roleRef"]["kind"] == "Role", "bind namespaced Roles only"
-        role = roles[(ns, binding["roleRef"]["name"])]
+    roles = {(d["metadata"].get("namespace", ""), d["kind"], d["metadata"]["name"]): d for d in docs}
+    granted: dict[str, set[Grant]] = defaultdict(set)
+    for binding in (d for d in docs if d["kind"] in {"RoleBinding", "ClusterRoleBinding"}):
+        ns = binding["metadata"].get("namespace", "")
+        expected_role = "Role" if binding["kind"] == "RoleBinding" else "ClusterRole"
+        assert binding["roleRef"]["kind"] == expected_role, "RoleBindings bind Roles, ClusterRoleBindings ClusterRoles"
+        role = roles[(ns, expected_role, binding["roleRef"]["name"])]
         for subject in binding["subjects"]:
             assert subject["kind"] == "ServiceAccount" and subject["namespace"] == PIPELINE_NS
             for rule in role["rules"]:
                 assert "resourceNames" not in rule or rule["resourceNames"]
+                names = tuple(rule.get("resourceNames", ()))
                 for g in rule["apiGroups"]:
                     for r in rule["resources"]:
                         for v in rule["verbs"]:
-                            granted[subject["name"]].add((ns, g, r, v))
+                            granted[subject["name"]].add((ns, g, r, v, names))
     return granted
 
 
 def test_dagster_k8s_calls_are_derived_from_its_source() -> None:
     calls = dagster_k8s_permissions()
     # The run launcher's core: create the run Job, read its status, find its pods, terminate.
-    assert {("create", "batch", "jobs"), ("get", "batch", "jobs/status"), ("list", "", "pods"),
-            ("delete", "batch", "jobs")} <= calls
+    assert {
+        ("create", "batch", "jobs"),
+        ("get", "batch", "jobs/status"),
+        ("list", "", "pods"),
+        ("delete", "batch", "jobs"),
+    } <= calls
 
 
 def test_rbac_grants_exactly_what_the_code_calls() -> None:
@@ -370,12 +445,21 @@ def test_rbac_grants_exactly_what_the_code_calls() -> None:
         assert not extra, f"{account} is granted {sorted(extra)} that no code path calls: remove them"
 
 
-def test_rbac_is_namespaced_without_wildcards() -> None:
+def test_rbac_is_namespaced_without_wildcards_but_for_reading_two_crds() -> None:
     for doc in _docs(K8S / "rbac.yaml"):
-        assert doc["kind"] in {"ServiceAccount", "Role", "RoleBinding"}, f"{doc['kind']} is cluster-wide"
-        assert doc["metadata"]["namespace"] in {PIPELINE_NS, MODELS_NS, TEMPLATES_NS}
         for rule in doc.get("rules", []):
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+        if doc["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
+            # The only cluster-wide grant: `get` on the two KServe CRDs, by name.
+            for rule in doc.get("rules", []):
+                assert rule["verbs"] == ["get"] and rule["resources"] == ["customresourcedefinitions"]
+                assert sorted(rule["resourceNames"]) == [
+                    "inferenceservices.serving.kserve.io",
+                    "servingruntimes.serving.kserve.io",
+                ]
+            continue
+        assert doc["kind"] in {"ServiceAccount", "Role", "RoleBinding"}, f"{doc['kind']} is cluster-wide"
+        assert doc["metadata"]["namespace"] in {PIPELINE_NS, MODELS_NS, TEMPLATES_NS}
 
 
 # ---------------------------------------------------------------- the image

@@ -40,8 +40,10 @@ def test_minilm_from_s3_answers_embeddings_with_384_dims(minilm_deployment, mini
     assert (Path(model_dir) / MANIFEST_NAME).is_file()
     assert any(a["item"] == "--gpu-memory-utilization" for a in dep.details["adaptations"])
 
-    body = _post(f"{dep.url}/v1/embeddings", {"model": dep.served_model_name,
-                                               "input": ["A man is eating food.", "Ein Mann isst."]})
+    body = _post(
+        f"{dep.url}/v1/embeddings",
+        {"model": dep.served_model_name, "input": ["A man is eating food.", "Ein Mann isst."]},
+    )
     vectors = [item["embedding"] for item in body["data"]]
     assert len(vectors) == 2
     assert all(len(v) == 384 for v in vectors)
@@ -123,21 +125,44 @@ def test_serving_assets_roll_out_through_the_local_target_without_restarting_a_r
 
     resources = {
         "s3": local_serving_target.s3,
-        "hub": HubResource(endpoint=local_stack.state.hub_endpoint, token=None,
-                           cache_dir=str(local_stack.layout.hf_cache)),
+        "hub": HubResource(
+            endpoint=local_stack.state.hub_endpoint, token=None, cache_dir=str(local_stack.layout.hf_cache)
+        ),
         "serving": local_serving_target,
     }
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("vllm_releases", ["0.32.0"])
     assets = [hf_snapshot, s3_model, serving_runtime, inference_service]
-    dg.materialize(assets, selection=[hf_snapshot, s3_model], partition_key="all-minilm-l6-v2",
-                   resources=resources, instance=instance)
-    runtime = dg.materialize(assets, selection=[serving_runtime], partition_key="0.32.0", resources=resources,
-                             instance=instance)
+    dg.materialize(
+        assets,
+        selection=[hf_snapshot, s3_model],
+        partition_key="all-minilm-l6-v2",
+        resources=resources,
+        instance=instance,
+    )
+    runtime = dg.materialize(
+        assets, selection=[serving_runtime], partition_key="0.32.0", resources=resources, instance=instance
+    )
     assert runtime.output_for_node("serving_runtime").target == "local"
-    result = dg.materialize(assets, selection=[inference_service], partition_key="all-minilm-l6-v2",
-                            resources=resources, instance=instance)
+    result = dg.materialize(
+        assets, selection=[inference_service], partition_key="all-minilm-l6-v2", resources=resources, instance=instance
+    )
     deployment = result.output_for_node("inference_service")
     assert deployment.applied is False, "an unchanged spec must not restart the running server"
     assert deployment.url == minilm_deployment.url
     assert deployment.details["pid"] == minilm_deployment.details["pid"]
+
+
+def test_a_rollout_failure_a_finding_explains_names_the_finding_and_its_workaround(tmp_path) -> None:
+    from pooling_pipeline.serving.local_runtime import _rollout_error
+
+    # vLLM's root cause sits far above the last lines it prints ("see root cause above").
+    log = tmp_path / "vllm.log"
+    cause = "ValueError: Cannot resolve attention scaling expression 'self.head_dim ** (-0.5)' in ModernBertAttention"
+    log.write_text("\n".join(["INFO starting", cause, *[f"  frame {i}" for i in range(200)], "RuntimeError: x"]))
+    error = _rollout_error("modernbert-base", log, "exited before it became healthy", "modernbert-base")
+    assert "known finding modernbert-mlm-checkpoint-refused" in str(error)
+    assert "--hf-overrides" in str(error) and error.diagnosis
+    # Another model's log with the same text is not explained by a finding recorded for ModernBERT.
+    other = _rollout_error("bge-base-en-v1.5", log, "exited before it became healthy", "bge-base-en-v1.5")
+    assert "known finding" not in str(other) and "no known cause" in str(other)

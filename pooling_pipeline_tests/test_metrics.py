@@ -72,7 +72,7 @@ def test_top1_agreement_counts_queries_with_the_same_best_document():
 def test_max_abs_diff_and_sigmoid():
     assert metrics.max_abs_diff([0.1, 0.5, 0.9], [0.1, 0.45, 1.0]) == pytest.approx(0.1)
     assert metrics.sigmoid([0.0])[0] == 0.5
-    np.testing.assert_allclose(metrics.sigmoid([-2.0, 2.0]), [1 / (1 + math.e ** 2), 1 / (1 + math.e ** -2)])
+    np.testing.assert_allclose(metrics.sigmoid([-2.0, 2.0]), [1 / (1 + math.e**2), 1 / (1 + math.e**-2)])
 
 
 def test_is_normalised_tolerates_float_noise_only():

@@ -21,8 +21,12 @@ def minilm_dir() -> Path:
 
 
 def minilm_entry(**overrides) -> CatalogEntry:
-    fields = {"name": "all-minilm-l6-v2", "repo_id": "sentence-transformers/all-MiniLM-L6-v2", "kind": "embedding",
-              "dimension": 384}
+    fields = {
+        "name": "all-minilm-l6-v2",
+        "repo_id": "sentence-transformers/all-MiniLM-L6-v2",
+        "kind": "embedding",
+        "dimension": 384,
+    }
     return CatalogEntry(**(fields | overrides))
 
 
@@ -44,29 +48,49 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny")
-    small = {"vocab_size": len(VOCAB), "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-             "intermediate_size": 37, "max_position_embeddings": 128}
+    small = {
+        "vocab_size": len(VOCAB),
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 37,
+        "max_position_embeddings": 128,
+    }
 
     reranker = _save_tiny(BertForSequenceClassification(BertConfig(num_labels=1, **small)), root / "reranker")
 
     embedder = _save_tiny(BertModel(BertConfig(**small)), root / "embedder", tokenizer_max=100)
     # A sentence-transformers pipeline: CLS pooling, then a Dense projection 32 -> 16, then Normalize.
-    (embedder / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
-        {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"},
-    ]))
+    (embedder / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+                {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"},
+            ]
+        )
+    )
     (embedder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512}))
     (embedder / "1_Pooling").mkdir()
-    (embedder / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    (embedder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
     (embedder / "2_Dense").mkdir()
-    (embedder / "2_Dense" / "config.json").write_text(json.dumps(
-        {"in_features": 32, "out_features": 16, "bias": True, "activation_function": "torch.nn.modules.linear.Identity"}))
+    (embedder / "2_Dense" / "config.json").write_text(
+        json.dumps(
+            {
+                "in_features": 32,
+                "out_features": 16,
+                "bias": True,
+                "activation_function": "torch.nn.modules.linear.Identity",
+            }
+        )
+    )
 
-    roberta = _save_tiny(RobertaModel(RobertaConfig(pad_token_id=1, **(small | {"max_position_embeddings": 66}))),
-                         root / "roberta")
+    roberta = _save_tiny(
+        RobertaModel(RobertaConfig(pad_token_id=1, **(small | {"max_position_embeddings": 66}))), root / "roberta"
+    )
     return {"reranker": reranker, "embedder": embedder, "roberta": roberta}
 
 
@@ -106,7 +130,7 @@ def test_catalog_kind_mismatch_is_rejected(minilm_dir: Path) -> None:
 
 
 def test_catalog_dimension_mismatch_is_rejected(minilm_dir: Path) -> None:
-    with pytest.raises(ModelFactsError, match="expects dimension 768 but .* produces 384-d.*set dimension: 384"):
+    with pytest.raises(ModelFactsError, match=r"expects dimension 768 but .* produces 384-d.*set dimension: 384"):
         derive_model_facts(minilm_dir, minilm_entry(dimension=768), SHA, "models.yaml")
 
 
@@ -122,7 +146,7 @@ def test_sequence_classification_model_is_a_reranker(tiny_models: dict[str, Path
 
 def test_reranker_registered_as_embedding_is_rejected(tiny_models: dict[str, Path]) -> None:
     entry = CatalogEntry(name="tiny-reranker", repo_id="local/tiny-reranker", kind="embedding")
-    with pytest.raises(ModelFactsError, match="is a reranker .*BertForSequenceClassification.*set kind: reranker"):
+    with pytest.raises(ModelFactsError, match=r"is a reranker .*BertForSequenceClassification.*set kind: reranker"):
         derive_model_facts(tiny_models["reranker"], entry, SHA)
 
 
@@ -166,5 +190,5 @@ def test_sentence_transformers_module_without_config_is_rejected(minilm_dir: Pat
 def test_corrupt_config_names_the_file(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     broken = shutil.copytree(tiny_models["reranker"], tmp_path / "corrupt")
     (broken / "config.json").write_text("{not json")
-    with pytest.raises(ModelFactsError, match="config.json is not valid JSON"):
+    with pytest.raises(ModelFactsError, match=r"config.json is not valid JSON"):
         verify_required_files(broken)

@@ -55,8 +55,11 @@ def test_model_pipeline_job_covers_ingest_to_readiness_but_not_the_release_or_re
 def test_runs_of_the_same_model_or_gpu_pool_are_serialised() -> None:
     config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
     limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
-    per_value = {(lim["key"], lim["limit"]) for lim in limits if isinstance(lim.get("value"), dict)
-                 and lim["value"].get("applyLimitPerUniqueValue")}
+    per_value = {
+        (lim["key"], lim["limit"])
+        for lim in limits
+        if isinstance(lim.get("value"), dict) and lim["value"].get("applyLimitPerUniqueValue")
+    }
     assert (MODEL_TAG, 1) in per_value
     assert ("dagster/partition", 1) in per_value  # runs launched by hand from the UI carry only this tag
     assert config["concurrency"]["pools"]["default_limit"] == 1

@@ -79,9 +79,7 @@ def _before_with_70_fast_requests() -> str:
     """The same exposition as an earlier scrape would show it: 70 requests, all under 0.3 s."""
     out = []
     for line in AFTER.splitlines():
-        if line.startswith(E2E + "_bucket"):
-            line = line.rsplit(" ", 1)[0] + " 70.0"
-        elif line.startswith(E2E + "_count"):
+        if line.startswith(E2E + "_bucket") or line.startswith(E2E + "_count"):
             line = line.rsplit(" ", 1)[0] + " 70.0"
         elif line.startswith(E2E + "_sum"):
             line = line.rsplit(" ", 1)[0] + " 10.0"
@@ -146,12 +144,12 @@ DCGM_FI_DEV_FB_USED{gpu="1",UUID="GPU-b",Hostname="node1",modelName="NVIDIA H100
 
 def test_gpu_samples_come_from_the_dcgm_exporter_when_one_is_configured():
     text = (
-        '# TYPE DCGM_FI_DEV_GPU_UTIL gauge\nDCGM_FI_DEV_GPU_UTIL{gpu="0",pod="m-predictor-7f9"} 64\n'
-        '# TYPE DCGM_FI_DEV_FB_USED gauge\nDCGM_FI_DEV_FB_USED{gpu="0",pod="m-predictor-7f9"} 2048\n'
-    ).encode()
+        b'# TYPE DCGM_FI_DEV_GPU_UTIL gauge\nDCGM_FI_DEV_GPU_UTIL{gpu="0",pod="m-predictor-7f9"} 64\n'
+        b'# TYPE DCGM_FI_DEV_FB_USED gauge\nDCGM_FI_DEV_FB_USED{gpu="0",pod="m-predictor-7f9"} 2048\n'
+    )
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self.send_response(200)
             self.end_headers()
             self.wfile.write(text)
@@ -162,8 +160,9 @@ def test_gpu_samples_come_from_the_dcgm_exporter_when_one_is_configured():
     server = HTTPServer(("127.0.0.1", free_port()), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        sampler = ResourceSampler([], interval_s=0.05, dcgm_url=f"http://127.0.0.1:{server.server_port}/metrics",
-                                  dcgm_pod="m-predictor")
+        sampler = ResourceSampler(
+            [], interval_s=0.05, dcgm_url=f"http://127.0.0.1:{server.server_port}/metrics", dcgm_pod="m-predictor"
+        )
         with sampler:
             time.sleep(0.3)
         summary = summarize_resources(sampler.samples)

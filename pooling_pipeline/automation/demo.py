@@ -6,20 +6,22 @@ Each step is a function so the UI end-to-end test and the CLI do exactly the sam
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
+from pooling_pipeline.defaults import DEFAULT_VLLM_VERSION
+from pooling_pipeline.resources.config import child_env, export_env, load_settings
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
-LOCAL_VLLM_ENV = "POOLING_LOCAL_VLLM_VERSION"
 Reporter = Callable[[str], None]
 
 
@@ -29,40 +31,70 @@ class DemoError(RuntimeError):
 
 def ensure_dagster_home(home: Path | None = None) -> Path:
     """DAGSTER_HOME (default <project>/.dagster) with the project's dagster.yaml, exported for child processes."""
-    home = Path(home or os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster").resolve()
+    home = Path(home or load_settings().dagster_home or PROJECT_ROOT / ".dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         # A copy, not a link: a test home must not depend on where the checkout is.
         shutil.copyfile(PROJECT_ROOT / "dagster.yaml", config)
-    os.environ["DAGSTER_HOME"] = str(home)
+    export_env("DAGSTER_HOME", str(home))
     return home
 
 
 def local_vllm_version(defs: object | None = None) -> str:
     """The vLLM release the local stack serves: $POOLING_LOCAL_VLLM_VERSION, else the serving resource's."""
-    explicit = os.environ.get(LOCAL_VLLM_ENV, "").strip()
+    explicit = load_settings().local_vllm_version
     if explicit:
         return explicit
     serving = getattr(defs, "resources", {}).get("serving") if defs is not None else None
-    return str(getattr(serving, "vllm_version", None) or "0.32.0")
+    return str(getattr(serving, "vllm_version", None) or DEFAULT_VLLM_VERSION)
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """One run of the demo that did not succeed: which job and partition, and each failed step's cause."""
+
+    label: str  # "model_pipeline_job[all-minilm-l6-v2]"
+    run_id: str
+    steps: tuple[tuple[str, str], ...]  # (step key, root cause); ("run", ...) when no step failed
+
+    def summary(self) -> str:
+        return "; ".join(f"step {step}: {cause}" for step, cause in self.steps)
 
 
 @dataclass
 class DemoResult:
     vllm_version: str
-    failed: dict[str, str] = field(default_factory=dict)  # job/partition -> what failed
+    runs: int = 0  # runs launched
+    failed: list[FailedRun] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)  # model -> URL
     rows: list = field(default_factory=list)  # readiness ReportRow, catalog rule applied
+    table: str = ""  # the verdict table as the terminal shows it (readiness/report.console_table)
 
 
-def _failure_summary(result: object) -> str:
-    from pooling_pipeline.readiness.assets import error_text
+def failed_steps(outcome: object) -> tuple[tuple[str, str], ...]:
+    """Every failed step of a finished run with its root cause (a run can fail in several steps)."""
+    from pooling_pipeline.readiness.history import error_text
 
-    for event in getattr(result, "all_events", []):
-        if event.is_step_failure:
-            return f"step {event.step_key}: {error_text(getattr(event.event_specific_data, 'error', None))}"
-    return "see the run's logs in the UI"
+    steps = tuple(
+        (str(event.step_key), error_text(getattr(event.event_specific_data, "error", None)))
+        for event in getattr(outcome, "all_events", [])
+        if event.is_step_failure
+    )
+    return steps or (("run", "no step failed; the run itself did: see its logs in the UI"),)
+
+
+def failure_report(result: DemoResult) -> str | None:
+    """What `demo` prints before exiting non-zero: each failed run, its failed steps and their causes."""
+    if not result.failed:
+        return None
+    lines = [f"the demo FAILED: {len(result.failed)} of {result.runs} runs failed (every model's run must succeed):"]
+    lines += [f"  {run.label} (run {run.run_id[:8]}): {run.summary()}" for run in result.failed]
+    lines.append(
+        "fix the cause named above and run `pooling-pipeline demo` again; each run's full log is in the Dagster UI "
+        "(Runs page, by run id)"
+    )
+    return "\n".join(lines)
 
 
 def materialize_local_catalog(instance: object, report: Reporter = print) -> DemoResult:
@@ -79,14 +111,19 @@ def materialize_local_catalog(instance: object, report: Reporter = print) -> Dem
     from pooling_pipeline.catalog import active_catalog
     from pooling_pipeline.definitions import defs
     from pooling_pipeline.partitions import vllm_release_partitions
-    from pooling_pipeline.readiness.assets import gather_rows
-    from pooling_pipeline.readiness.report import apply_catalog_rule
+    from pooling_pipeline.readiness.assets import ReportConfig
+    from pooling_pipeline.readiness.catalog_rule import CatalogPolicy
+    from pooling_pipeline.readiness.history import gather_rows
+    from pooling_pipeline.readiness.report import apply_catalog_rule, console_table
+    from pooling_pipeline.serving.target import ReleaseAction
 
     assert isinstance(instance, dg.DagsterInstance)
     version = local_vllm_version(defs)
     result = DemoResult(vllm_version=version)
-    if version not in instance.get_dynamic_partitions(vllm_release_partitions.name):
-        instance.add_dynamic_partitions(vllm_release_partitions.name, [version])
+    releases = vllm_release_partitions.name
+    assert releases is not None  # a DynamicPartitionsDefinition made with a name
+    if version not in instance.get_dynamic_partitions(releases):
+        instance.add_dynamic_partitions(releases, [version])
         report(f"vLLM release partition {version} added")
 
     # The step-by-step DEBUG events are in the UI; the terminal gets the assets' own INFO lines.
@@ -95,20 +132,29 @@ def materialize_local_catalog(instance: object, report: Reporter = print) -> Dem
     def run(job_name: str, partition: str | None, tags: dict[str, str]) -> bool:
         job = defs.resolve_job_def(job_name)
         t0 = time.monotonic()
-        outcome = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False,
-                                         tags={TRIGGER_TAG: "demo", **tags}, run_config=_QUIET_CONSOLE)
+        outcome = job.execute_in_process(
+            instance=instance,
+            partition_key=partition,
+            raise_on_error=False,
+            tags={TRIGGER_TAG: "demo", **tags},
+            run_config=_QUIET_CONSOLE,
+        )
         label = f"{job_name}[{partition}]" if partition else job_name
+        result.runs += 1
         if outcome.success:
             report(f"  ok      {label} ({time.monotonic() - t0:.0f}s, run {outcome.run_id[:8]})")
             return True
-        result.failed[label] = _failure_summary(outcome)
-        report(f"  FAILED  {label} ({time.monotonic() - t0:.0f}s, run {outcome.run_id[:8]}): {result.failed[label]}")
+        failed = FailedRun(label=label, run_id=outcome.run_id, steps=failed_steps(outcome))
+        result.failed.append(failed)
+        report(f"  FAILED  {label} ({time.monotonic() - t0:.0f}s, run {outcome.run_id[:8]}): {failed.summary()}")
         return False
 
     report(f"registering the vLLM {version} runtimes")
     if not run(register_runtime_job.name, version, {}):
-        raise DemoError(f"registering vLLM {version} failed ({result.failed}): nothing can be served; "
-                        f"fix it and run `pooling-pipeline demo` again")
+        raise DemoError(
+            f"registering vLLM {version} failed ({result.failed[-1].summary()}): nothing can be served; "
+            f"fix it and run `pooling-pipeline demo` again"
+        )
     for name in active_catalog().names():
         report(f"materialising {name} (ingest -> serve -> quality -> benchmark -> readiness)")
         # A model that fails (a blocking quality check, say) still gets its row in the report.
@@ -117,26 +163,33 @@ def materialize_local_catalog(instance: object, report: Reporter = print) -> Dem
     run(readiness_report_job.name, None, {})
 
     for name in active_catalog().names():
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("inference_service"), asset_partitions=[name]), limit=1
-        ).records
-        mat = records[0].asset_materialization if records else None
-        url = mat.metadata.get("url") if mat else None
-        if url is not None:
-            result.endpoints[name] = str(getattr(url, "value", url) or getattr(url, "url", ""))
-    rows, _ = gather_rows(instance)
-    result.rows = apply_catalog_rule(rows)
+        # Only servers still running are worth printing: deployment_released stops each model's server once its
+        # verdict is in (ten vLLM-CPU servers do not fit in memory), unless keep_deployed kept it.
+        if _latest_text(instance, "deployment_released", name, "action") != ReleaseAction.KEPT.value:
+            continue
+        url = _latest_text(instance, "inference_service", name, "url")
+        if url:
+            result.endpoints[name] = url
+    # The same rows and catalog rule as readiness_report (its default config), for the terminal.
+    rows, _ = gather_rows(instance, active_catalog())
+    defaults = ReportConfig()
+    policy = CatalogPolicy(revisit_months=defaults.revisit_months, performance_bar=defaults.min_capacity_ratio)
+    result.rows, decision = apply_catalog_rule(rows, datetime.now(UTC), policy)
+    result.table = console_table(result.rows, decision)
     return result
 
 
-def verdict_table(rows: list) -> str:
-    lines = [f"{'model':<28} {'kind':<10} {'status':<26} {'thr.ratio':>9} {'p99 ratio':>9}  verdict"]
-    for r in rows:
-        thr = "—" if r.throughput_ratio is None else f"{r.throughput_ratio:.2f}"
-        p99 = "—" if r.p99_ratio is None else f"{r.p99_ratio:.2f}"
-        lines.append(f"{r.model:<28} {r.kind.value:<10} {r.status[:26]:<26} {thr:>9} {p99:>9}  {r.verdict.value}")
-        lines.extend(f"{'':<30}- {reason}" for reason in r.reasons)
-    return "\n".join(lines)
+def _latest_text(instance: object, asset: str, partition: str, key: str) -> str | None:
+    """A text metadata value of the asset partition's latest materialisation (None when absent)."""
+    import dagster as dg
+
+    assert isinstance(instance, dg.DagsterInstance)
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    mat = records[0].asset_materialization if records else None
+    value = mat.metadata.get(key) if mat else None
+    return None if value is None else str(getattr(value, "value", value))
 
 
 def ui_command(port: int, *, with_daemon: bool = True) -> list[str]:
@@ -147,11 +200,18 @@ def ui_command(port: int, *, with_daemon: bool = True) -> list[str]:
     return [str(bindir / "dagster-webserver"), "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(port)]
 
 
-def start_ui(port: int, *, with_daemon: bool = True, log_path: Path | None = None,
-             env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_ui(
+    port: int, *, with_daemon: bool = True, log_path: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
-    return subprocess.Popen(ui_command(port, with_daemon=with_daemon), cwd=PROJECT_ROOT, stdout=out,
-                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
+    return subprocess.Popen(
+        ui_command(port, with_daemon=with_daemon),
+        cwd=PROJECT_ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=child_env(env),
+        start_new_session=True,
+    )
 
 
 def wait_for_ui(url: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> None:

@@ -8,18 +8,19 @@ part of it on purpose: an unchanged revision resolves to the same sha and upload
 one is caught even when the revision sensor is off.
 """
 
-import os
-
 import dagster as dg
 
 from pooling_pipeline.automation.jobs import TRIGGER_TAG, model_pipeline_job, model_tags, readiness_report_job
 from pooling_pipeline.catalog import active_catalog
+from pooling_pipeline.resources.config import DEFAULT_NIGHTLY_CRON, AutomationSettings, load_settings
 
-DEFAULT_CRON = "0 2 * * *"
+DEFAULT_CRON = DEFAULT_NIGHTLY_CRON
+# Schedules are definitions: their crons are read once, when the code location loads.
+_SETTINGS: AutomationSettings = load_settings().automation
 
 
 def nightly_cron() -> str:
-    return os.environ.get("POOLING_NIGHTLY_CRON", "").strip() or DEFAULT_CRON
+    return _SETTINGS.nightly_cron
 
 
 def nightly_run_requests(scheduled_for: str) -> list[dg.RunRequest]:
@@ -38,7 +39,7 @@ def nightly_run_requests(scheduled_for: str) -> list[dg.RunRequest]:
 @dg.schedule(
     name="nightly_revalidation",
     cron_schedule=nightly_cron(),
-    execution_timezone=os.environ.get("POOLING_NIGHTLY_TZ", "").strip() or "UTC",
+    execution_timezone=_SETTINGS.nightly_tz,
     job=model_pipeline_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Re-validates every catalog model (serving, quality, benchmark, readiness) every night.",
@@ -51,8 +52,8 @@ def nightly_revalidation(context: dg.ScheduleEvaluationContext) -> list[dg.RunRe
 
 @dg.schedule(
     name="nightly_readiness_report",
-    cron_schedule=os.environ.get("POOLING_REPORT_CRON", "").strip() or "0 6 * * *",
-    execution_timezone=os.environ.get("POOLING_NIGHTLY_TZ", "").strip() or "UTC",
+    cron_schedule=_SETTINGS.report_cron,
+    execution_timezone=_SETTINGS.nightly_tz,
     job=readiness_report_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Rebuilds the readiness report after the nightly re-validation (dated copy in S3).",

@@ -10,9 +10,11 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 # Partition keys are the names the migration team uses (`bge-base-en-v1.5`); Kubernetes object names are
 # derived from them (dots become dashes, see `k8s_name`), so only lower-case DNS characters are allowed.
@@ -33,6 +35,23 @@ class ModelKind(StrEnum):
     RERANKER = "reranker"
 
 
+class Role(StrEnum):
+    """What a model is for in the platform. The catalog-wide verdict asks, per role, whether at least one of
+    its models works on vLLM (a failing reranker with a passing alternative does not force hybrid)."""
+
+    PRIMARY_EMBEDDING = "primary-embedding"
+    MULTILINGUAL_EMBEDDING = "multilingual-embedding"
+    RERANKER = "reranker"
+
+    @property
+    def kind(self) -> ModelKind:
+        return ModelKind.RERANKER if self is Role.RERANKER else ModelKind.EMBEDDING
+
+
+# The role an entry has when it names none: rerank for rerankers, the primary role for embeddings.
+DEFAULT_ROLE = {ModelKind.EMBEDDING: Role.PRIMARY_EMBEDDING, ModelKind.RERANKER: Role.RERANKER}
+
+
 class Incumbent(BaseModel):
     """The Caikit-NLP endpoint the model is served from today (the thing we compare against)."""
 
@@ -40,6 +59,16 @@ class Incumbent(BaseModel):
 
     url: str = Field(description="Base URL of the Caikit REST server, e.g. http://127.0.0.1:8085")
     model_id: str = Field(description="Caikit model_id sent in the request body")
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, v: str) -> str:
+        parsed = urlsplit(v)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(
+                f"{v!r} is not an http(s) URL: write the Caikit REST server's base URL, e.g. http://127.0.0.1:8085"
+            )
+        return v
 
 
 class QualityThresholds(BaseModel):
@@ -59,6 +88,10 @@ class CatalogEntry(BaseModel):
     repo_id: str
     revision: str = "main"
     kind: ModelKind
+    role: Role = Field(
+        description="primary-embedding | multilingual-embedding | reranker (default: from kind); "
+        "the catalog verdict needs every role covered by at least one passing model"
+    )
     # Strict ints: YAML `true` or "512" is a typo, not a length (pydantic would quietly coerce them).
     dimension: StrictPositiveInt | None = Field(None, description="expected embedding size (embeddings only)")
     languages: list[str] = Field(default_factory=lambda: ["en"])
@@ -68,6 +101,14 @@ class CatalogEntry(BaseModel):
     incumbent: Incumbent | None = None
     quality: QualityThresholds = Field(default_factory=QualityThresholds)
     display_name: str | None = None
+    keep_deployed: bool = Field(False, description="keep this model served after its evaluation (default: freed)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_defaults_to_kind(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("role") is None and data.get("kind") in set(ModelKind):
+            return {**data, "role": DEFAULT_ROLE[ModelKind(data["kind"])].value}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -112,6 +153,16 @@ class CatalogEntry(BaseModel):
             raise ValueError("dimension is only meaningful for kind 'embedding'; remove it from this reranker")
         return self
 
+    @model_validator(mode="after")
+    def _role_fits_kind(self) -> CatalogEntry:
+        if self.role.kind is not self.kind:
+            fitting = " or ".join(repr(r.value) for r in Role if r.kind is self.kind)
+            raise ValueError(
+                f"role {self.role.value!r} is for {self.role.kind.value} models but this entry's kind is "
+                f"{self.kind.value!r}: use role {fitting}"
+            )
+        return self
+
     @property
     def k8s_name(self) -> str:
         """DNS-1035 name for the InferenceService / Route (KServe rejects dots)."""
@@ -133,7 +184,9 @@ class Catalog(BaseModel):
         seen: set[str] = set()
         for entry in self.models:
             if entry.name in seen:
-                raise ValueError(f"duplicate model name {entry.name!r}: each name is a partition key and must be unique")
+                raise ValueError(
+                    f"duplicate model name {entry.name!r}: each name is a partition key and must be unique"
+                )
             seen.add(entry.name)
         return self
 
@@ -147,7 +200,7 @@ class Catalog(BaseModel):
         raise CatalogError(f"model {name!r} is not in the catalog {self.source}: known models are {self.names()}")
 
 
-def _describe(error: dict, raw: dict) -> str:
+def _describe(error: ErrorDetails, raw: dict) -> str:
     loc = list(error["loc"])
     where = ""
     if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):

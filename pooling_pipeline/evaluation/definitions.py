@@ -3,6 +3,6 @@
 import dagster as dg
 
 from pooling_pipeline.evaluation.benchmark_assets import BENCHMARK_ASSETS
-from pooling_pipeline.evaluation.quality_assets import QUALITY_ASSETS, QUALITY_CHECKS
+from pooling_pipeline.evaluation.quality_assets import QUALITY_ASSETS
 
-defs = dg.Definitions(assets=[*QUALITY_ASSETS, *BENCHMARK_ASSETS], asset_checks=[*QUALITY_CHECKS])
+defs = dg.Definitions(assets=[*QUALITY_ASSETS, *BENCHMARK_ASSETS])

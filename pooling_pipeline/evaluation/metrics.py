@@ -39,7 +39,7 @@ def rank_order(scores: Sequence[float]) -> list[int]:
 
 
 def dcg_at_k(gains_in_rank_order: Sequence[float], k: int = 10) -> float:
-    return float(sum((2.0 ** g - 1.0) / math.log2(i + 2) for i, g in enumerate(gains_in_rank_order[:k])))
+    return float(sum((2.0**g - 1.0) / math.log2(i + 2) for i, g in enumerate(gains_in_rank_order[:k])))
 
 
 def ndcg_at_k(scores: Sequence[float], labels: Sequence[float], k: int = 10) -> float:
@@ -76,7 +76,7 @@ def mean_over_queries(
     return float(np.mean([metric(scores_by_query[q], labels_by_query[q], k) for q in qids]))
 
 
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+def spearman(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Spearman rank correlation; 1.0 for identical constant inputs, NaN-free."""
     if len(a) != len(b):
         raise ValueError(f"{len(a)} vs {len(b)} values")

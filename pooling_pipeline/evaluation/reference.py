@@ -1,7 +1,8 @@
 """The reference: what the model *is*, computed by sentence-transformers in-process from the same snapshot.
 
-Results are cached on disk per (model, commit sha, inputs): the reference of a revision never changes, so
-a nightly re-evaluation only talks to the servers. Cross-encoder scores are cached as raw logits (no
+Results are cached on disk per (model, commit sha, inputs) in `cache_dir` (the scratch resource's folder;
+None: no cache): the reference of a revision never changes, so a nightly re-evaluation only talks to the
+servers. Cross-encoder scores are cached as raw logits (no
 activation); callers put them on the scale they compare (e.g. sigmoid, like vLLM's default).
 """
 
@@ -15,22 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from pooling_pipeline.stack.layout import StackLayout
-
 CACHE_VERSION = 1
 
 
-def default_cache_dir() -> Path:
-    return StackLayout.default().root / "reference-cache"
-
-
-def _cache_file(cache_dir: Path, model: str, commit_sha: str, kind: str, payload: object) -> Path:
+def _cache_file(cache_dir: Path | None, model: str, commit_sha: str, kind: str, payload: object) -> Path | None:
+    """The cache file of one result; None without a cache folder (the asset passes the scratch resource's)."""
+    if cache_dir is None:
+        return None
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, kind, payload], ensure_ascii=False).encode()).hexdigest()[:20]
     return Path(cache_dir) / model / commit_sha / f"{kind}-{digest}.json"
 
 
-def _cached(path: Path):
-    if path.is_file():
+def _cached(path: Path | None):
+    if path is not None and path.is_file():
         try:
             return json.loads(path.read_text())
         except json.JSONDecodeError:
@@ -38,7 +36,9 @@ def _cached(path: Path):
     return None
 
 
-def _store(path: Path, value: object) -> None:
+def _store(path: Path | None, value: object) -> None:
+    if path is None:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(value))
@@ -72,7 +72,7 @@ def reference_embeddings(
     snapshot_dir: str | Path, texts: Sequence[str], *, model: str, commit_sha: str, cache_dir: Path | None = None
 ) -> np.ndarray:
     """SentenceTransformer(snapshot).encode(texts) with the model's own modules (pooling, Normalize)."""
-    path = _cache_file(cache_dir or default_cache_dir(), model, commit_sha, "embeddings", list(texts))
+    path = _cache_file(cache_dir, model, commit_sha, "embeddings", list(texts))
     hit = _cached(path)
     if hit is None:
         vectors = _sentence_transformer(str(snapshot_dir)).encode(list(texts), convert_to_numpy=True, batch_size=16)
@@ -82,16 +82,21 @@ def reference_embeddings(
 
 
 def reference_logits(
-    snapshot_dir: str | Path, pairs: Sequence[tuple[str, str]], *, model: str, commit_sha: str,
+    snapshot_dir: str | Path,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    model: str,
+    commit_sha: str,
     cache_dir: Path | None = None,
 ) -> np.ndarray:
     """CrossEncoder(snapshot).predict(pairs) as raw logits (first label when the head has several)."""
     payload = [list(p) for p in pairs]
-    path = _cache_file(cache_dir or default_cache_dir(), model, commit_sha, "logits", payload)
+    path = _cache_file(cache_dir, model, commit_sha, "logits", payload)
     hit = _cached(path)
     if hit is None:
-        scores = _cross_encoder(str(snapshot_dir)).predict([tuple(p) for p in pairs], batch_size=32,
-                                                           convert_to_numpy=True)
+        scores = _cross_encoder(str(snapshot_dir)).predict(
+            [tuple(p) for p in pairs], batch_size=32, convert_to_numpy=True
+        )
         arr = np.asarray(scores, dtype=np.float64)
         hit = (arr if arr.ndim == 1 else arr[:, 0]).tolist()
         _store(path, hit)
@@ -114,7 +119,7 @@ def text_with_tokens(snapshot_dir: str | Path, seed: str, total_tokens: int) -> 
     if not ids:
         raise ValueError("the seed text has no tokens")
     want = max(total_tokens - special, 0)
-    body = (ids * (want // len(ids) + 2))[: want]
+    body = (ids * (want // len(ids) + 2))[:want]
     text = tok.decode(body)
     for _ in range(20):
         n = count_tokens(snapshot_dir, text)

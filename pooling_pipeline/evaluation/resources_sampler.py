@@ -11,6 +11,7 @@ this file. Those two functions are the whole cluster path.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -55,7 +56,7 @@ class _Nvml:
                 self.handles.append(h)
                 name = pynvml.nvmlDeviceGetName(h)
                 self.names.append(name.decode() if isinstance(name, bytes) else str(name))
-        except Exception:  # ImportError, NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded, ...
+        except Exception:  # noqa: BLE001 - ImportError, NVMLError_LibraryNotFound, ...: a CPU demo is no error
             self.handles = []
 
     def read(self) -> tuple[list[float], list[float]]:
@@ -67,17 +68,23 @@ class _Nvml:
 
     def close(self) -> None:
         if self.handles:
-            try:
+            # Shutting NVML down is best effort: a driver already gone must not fail the benchmark.
+            with contextlib.suppress(Exception):
                 self._nvml.nvmlShutdown()
-            except Exception:
-                pass
 
 
 class ResourceSampler:
     """`with ResourceSampler(pids=[server_pid]) as s: ...; s.samples` (pids may be empty: GPU only)."""
 
-    def __init__(self, pids: list[int] | None = None, *, interval_s: float = 0.5, gpu: bool = True,
-                 dcgm_url: str | None = None, dcgm_pod: str | None = None) -> None:
+    def __init__(
+        self,
+        pids: list[int] | None = None,
+        *,
+        interval_s: float = 0.5,
+        gpu: bool = True,
+        dcgm_url: str | None = None,
+        dcgm_pod: str | None = None,
+    ) -> None:
         """`dcgm_url` (cluster): the DCGM exporter's /metrics, read instead of local NVML; `dcgm_pod`
         keeps only the GPUs it attributes to the predictor pod."""
         self.pids = [p for p in (pids or []) if p]
@@ -124,8 +131,14 @@ class ResourceSampler:
             util, mem = read_dcgm(self.dcgm_url, pod=self.dcgm_pod)
         elif self._nvml is not None and self._nvml.handles:
             util, mem = self._nvml.read()
-        return ResourceSample(t=time.monotonic() - self._t0, cpu_percent=cpu, rss_mb=rss, gpu_util_percent=util,
-                              gpu_mem_used_mb=mem, phase=self.phase)
+        return ResourceSample(
+            t=time.monotonic() - self._t0,
+            cpu_percent=cpu,
+            rss_mb=rss,
+            gpu_util_percent=util,
+            gpu_mem_used_mb=mem,
+            phase=self.phase,
+        )
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -136,10 +149,8 @@ class ResourceSampler:
         self._nvml = _Nvml() if self._gpu and not self.dcgm_url else None
         self._tree()
         for p in self._procs.values():  # prime cpu_percent so the first sample means something
-            try:
+            with contextlib.suppress(psutil.Error):
                 p.cpu_percent(None)
-            except psutil.Error:
-                pass
         self._thread = threading.Thread(target=self._loop, name="resource-sampler", daemon=True)
         self._thread.start()
         return self
@@ -221,6 +232,7 @@ def summarize_resources(samples: list[ResourceSample], gpus: list[str] | None = 
 
 # ---- cluster path: the server is a pod, not a local process ----------------------------------------
 
+
 def parse_dcgm(text: str, *, pod: str | None = None) -> tuple[list[float], list[float]]:
     """(GPU utilisation %, framebuffer MiB used) per GPU from DCGM exporter metrics, optionally only the
     GPUs the exporter attributes to pods whose name starts with `pod` (its `pod` label, set when the
@@ -231,8 +243,11 @@ def parse_dcgm(text: str, *, pod: str | None = None) -> tuple[list[float], list[
 
     def values(name: str) -> list[float]:
         series = snap.samples.get(name, {})
-        return [v for labels, v in sorted(series.items(), key=lambda kv: dict(kv[0]).get("gpu", ""))
-                if pod is None or dict(labels).get("pod", "").startswith(pod)]
+        return [
+            v
+            for labels, v in sorted(series.items(), key=lambda kv: dict(kv[0]).get("gpu", ""))
+            if pod is None or dict(labels).get("pod", "").startswith(pod)
+        ]
 
     return values("DCGM_FI_DEV_GPU_UTIL"), values("DCGM_FI_DEV_FB_USED")
 
@@ -249,15 +264,22 @@ def read_dcgm(url: str, *, pod: str | None = None, timeout_s: float = 2.0) -> tu
     return parse_dcgm(resp.text, pod=pod)
 
 
-def nvidia_smi_in_pod(core_v1: Any, namespace: str, pod: str, container: str = "kserve-container") -> tuple[
-        list[float], list[float]]:
+def nvidia_smi_in_pod(
+    core_v1: Any, namespace: str, pod: str, container: str = "kserve-container"
+) -> tuple[list[float], list[float]]:
     """(GPU utilisation %, memory MiB used) per GPU from `nvidia-smi` run in the predictor pod (exec)."""
     from kubernetes.stream import stream
 
     out = stream(
-        core_v1.connect_get_namespaced_pod_exec, pod, namespace, container=container,
+        core_v1.connect_get_namespaced_pod_exec,
+        pod,
+        namespace,
+        container=container,
         command=["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
-        stderr=True, stdin=False, stdout=True, tty=False,
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
     )
     return parse_nvidia_smi_csv(out)
 

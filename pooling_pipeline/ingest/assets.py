@@ -1,6 +1,5 @@
 """Ingest: from a Hugging Face-compatible hub into S3, one catalog model per partition."""
 
-
 import hashlib
 from pathlib import Path
 

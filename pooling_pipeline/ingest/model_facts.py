@@ -110,8 +110,11 @@ def list_snapshot_files(snapshot_dir: Path) -> list[str]:
 
 def _weight_files(files: list[str]) -> list[str]:
     # Top-level weights only: a Dense module's own weights live under 2_Dense/.
-    return [f for f in files if "/" not in f and (f.endswith(".safetensors") or
-                                                   (f.startswith("pytorch_model") and f.endswith(".bin")))]
+    return [
+        f
+        for f in files
+        if "/" not in f and (f.endswith(".safetensors") or (f.startswith("pytorch_model") and f.endswith(".bin")))
+    ]
 
 
 def _st_modules(snapshot_dir: Path) -> list[dict]:
@@ -151,7 +154,8 @@ def verify_required_files(snapshot_dir: Path | str, repo_id: str = "") -> list[s
                 missing.append(f"{mpath}/config.json (module {mtype} in modules.json)")
     if missing:
         raise ModelFactsError(
-            f"snapshot of {where} is missing " + "; ".join(missing)
+            f"snapshot of {where} is missing "
+            + "; ".join(missing)
             + ": check the repo and revision in the catalog (the model must be in Hugging Face format)"
         )
     for name in ("config.json", "sentence_bert_config.json", "tokenizer_config.json"):

@@ -6,7 +6,10 @@ Layout of one model revision: `s3://<bucket>/<prefix>/<name>/<commit sha>/<files
 - a prefix without a manifest is an incomplete upload, and readers refuse it;
 - every object carries its sha256 in its metadata, so a re-run (or a resumed, killed run) compares size and
   sha256 with what is already there and sends only what is missing or different;
-- after the upload every object is checked (HEAD: size and sha256 metadata) before the manifest goes up.
+- after the upload every object is checked (HEAD: size and sha256 metadata) before the manifest goes up;
+- multipart uploads a killed run left open under the prefix are aborted before sending (a prefix has one
+  writer at a time: runs of one model never overlap), so their parts do not sit in the store forever;
+- a manifest that does not parse is never trusted: readers refuse the prefix, the next upload replaces it.
 
 Uploads use boto3's TransferManager: all files are queued on one pool, and large files go as parallel
 multipart uploads. Downloads are parallel ranged GETs that hash each part as it arrives, so verification
@@ -30,11 +33,12 @@ from pathlib import Path
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import (
     ClientError,
-    EndpointConnectionError,
+    HTTPClientError,
     IncompleteReadError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import BaseModel, Field
 from s3transfer.subscribers import BaseSubscriber
 from urllib3.exceptions import ProtocolError
@@ -45,6 +49,8 @@ MANIFEST_NAME = "pooling-manifest.json"
 SHA256_METADATA_KEY = "sha256"  # stored as x-amz-meta-sha256
 MANIFEST_FORMAT = 1
 _MB = 1024 * 1024
+# Refused connections, resets, closed connections and timeouts (botocore has already retried them).
+_CONNECTION_ERRORS = (BotoConnectionError, HTTPClientError)
 _HASH_CHUNK = 8 * _MB
 
 # Tuned with benchmarks/s3_transfer.py against SeaweedFS on a 2-core machine, where the store's CPU is the
@@ -75,6 +81,10 @@ class IncompleteUploadError(S3TransferError):
     """The model prefix has no manifest: its upload never finished."""
 
 
+class InvalidManifestError(S3TransferError):
+    """The manifest object exists but is not a manifest this code wrote."""
+
+
 class ManifestFile(BaseModel):
     path: str
     size: int
@@ -92,8 +102,11 @@ class Manifest(BaseModel):
 
     def render(self) -> bytes:
         """Canonical bytes (sorted, stable), so equal manifests hash equal."""
-        body = {"format": self.format, "commit_sha": self.commit_sha,
-                "files": [f.model_dump() for f in sorted(self.files, key=lambda f: f.path)]}
+        body = {
+            "format": self.format,
+            "commit_sha": self.commit_sha,
+            "files": [f.model_dump() for f in sorted(self.files, key=lambda f: f.path)],
+        }
         return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
 
     def sha256(self) -> str:
@@ -121,6 +134,7 @@ class UploadResult(BaseModel):
     bytes_skipped: int
     seconds: float
     hash_seconds: float = 0.0
+    stale_multipart_aborted: int = Field(0, description="open multipart uploads a killed run had left, aborted")
 
     @property
     def mb_per_s(self) -> float:
@@ -158,7 +172,10 @@ def build_manifest(snapshot_dir: Path, commit_sha: str = "", workers: int = 4) -
     paths = [p for p in list_snapshot_files(snapshot_dir) if p != MANIFEST_NAME]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         digests = list(pool.map(lambda p: sha256_file(snapshot_dir / p), paths))
-    files = [ManifestFile(path=p, size=(snapshot_dir / p).stat().st_size, sha256=d) for p, d in zip(paths, digests)]
+    files = [
+        ManifestFile(path=p, size=(snapshot_dir / p).stat().st_size, sha256=d)
+        for p, d in zip(paths, digests, strict=True)
+    ]
     return Manifest(commit_sha=commit_sha, files=files)
 
 
@@ -190,7 +207,23 @@ def explain_client_error(exc: ClientError, client, action: str) -> S3TransferErr
         return S3TransferError(
             f"bucket for {action} does not exist at {endpoint}: create it, or set POOLING_S3_BUCKET to an existing one"
         )
-    return S3TransferError(f"S3 at {endpoint} failed {action}: {code or status} {error.get('Message', '')}".strip())
+    detail = f"{code or status} {error.get('Message', '')}".strip()
+    if isinstance(status, int) and status >= 500:
+        return S3TransferError(
+            f"S3 at {endpoint} failed {action} with a server error after retries ({detail}): the store is "
+            "unhealthy or overloaded; check its logs (locally `pooling-pipeline stack status`), then re-run "
+            "(finished files are not sent again)"
+        )
+    return S3TransferError(f"S3 at {endpoint} failed {action}: {detail}")
+
+
+def connection_lost(client, action: str, exc: Exception) -> S3TransferError:
+    """The store went away (refused, reset, closed, timed out) after botocore's own retries."""
+    return S3TransferError(
+        f"lost the connection to S3 at {_endpoint(client)} while {action} ({type(exc).__name__}): check that the "
+        "store is up (locally `pooling-pipeline stack up`; else AWS_ENDPOINT_URL and the network), then re-run; "
+        "finished files are not sent again and no manifest covers a partial upload"
+    )
 
 
 def _call(client, action: str, fn: Callable, **kwargs):
@@ -198,10 +231,10 @@ def _call(client, action: str, fn: Callable, **kwargs):
         return fn(**kwargs)
     except ClientError as exc:
         raise explain_client_error(exc, client, action) from None
-    except EndpointConnectionError:
+    except _CONNECTION_ERRORS as exc:
         raise S3TransferError(
-            f"cannot connect to S3 at {_endpoint(client)} ({action}): start it (`pooling-pipeline stack up`) "
-            "or set AWS_ENDPOINT_URL"
+            f"cannot connect to S3 at {_endpoint(client)} ({action}, {type(exc).__name__}): start it "
+            "(`pooling-pipeline stack up`) or set AWS_ENDPOINT_URL"
         ) from None
 
 
@@ -227,10 +260,13 @@ def _head(client, bucket: str, key: str) -> dict | None:
         if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
             return None
         raise explain_client_error(exc, client, f"reading s3://{bucket}/{key}") from None
+    except _CONNECTION_ERRORS as exc:
+        raise connection_lost(client, f"checking s3://{bucket}/{key}", exc) from None
 
 
 def _remote_state(client, bucket: str, prefix: str, keys: list[str], workers: int) -> dict[str, tuple[int, str]]:
     """(size, sha256 metadata) of each existing key, in parallel."""
+
     def one(key: str) -> tuple[str, tuple[int, str] | None]:
         head = _head(client, bucket, key)
         if head is None:
@@ -250,17 +286,17 @@ def read_manifest(client, bucket: str, prefix: str) -> Manifest | None:
         if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
             return None
         raise explain_client_error(exc, client, f"reading s3://{bucket}/{key}") from None
-    except EndpointConnectionError:
+    except _CONNECTION_ERRORS as exc:
         raise S3TransferError(
-            f"cannot connect to S3 at {_endpoint(client)} (reading s3://{bucket}/{key}): start it "
-            "(`pooling-pipeline stack up`) or set AWS_ENDPOINT_URL"
+            f"cannot connect to S3 at {_endpoint(client)} (reading s3://{bucket}/{key}, {type(exc).__name__}): "
+            "start it (`pooling-pipeline stack up`) or set AWS_ENDPOINT_URL"
         ) from None
     try:
         return Manifest.model_validate_json(body)
     except ValueError:
-        raise S3TransferError(
-            f"s3://{bucket}/{key} is not a valid manifest: the prefix was written by something else; "
-            "re-materialise s3_model"
+        raise InvalidManifestError(
+            f"s3://{bucket}/{key} is not a valid manifest (something else wrote it, or it was cut short): "
+            "the files under the prefix are not trusted; re-materialise s3_model, which replaces it"
         ) from None
 
 
@@ -309,6 +345,7 @@ def upload_snapshot(
     workers = max(4, config.max_concurrency)
 
     existing = _list_sizes(client, bucket, prefix)
+    aborted = _abort_stale_multipart_uploads(client, bucket, prefix)
     # Sizes from the listing rule most files in or out without a request; HEAD only the candidates.
     candidates = [prefix + f.path for f in manifest.files if existing.get(prefix + f.path) == f.size]
     remote = _remote_state(client, bucket, prefix, candidates, workers)
@@ -322,11 +359,20 @@ def upload_snapshot(
         existing.pop(manifest_key)
 
     if todo:
-        _transfer_files(client, config, todo, on_file_done,
-                        lambda mgr, f, subs: mgr.upload(str(snapshot_dir / f.path), bucket, prefix + f.path,
-                                                        extra_args={"Metadata": {SHA256_METADATA_KEY: f.sha256}},
-                                                        subscribers=subs),
-                        f"uploading to s3://{bucket}/{prefix}")
+        _transfer_files(
+            client,
+            config,
+            todo,
+            on_file_done,
+            lambda mgr, f, subs: mgr.upload(
+                str(snapshot_dir / f.path),
+                bucket,
+                prefix + f.path,
+                extra_args={"Metadata": {SHA256_METADATA_KEY: f.sha256}},
+                subscribers=subs,
+            ),
+            f"uploading to s3://{bucket}/{prefix}",
+        )
         # Verify what we sent: size and sha256 metadata as the store reports them.
         after = _remote_state(client, bucket, prefix, [prefix + f.path for f in todo], workers)
         bad = [f.path for f in todo if after.get(prefix + f.path) != (f.size, f.sha256)]
@@ -337,11 +383,18 @@ def upload_snapshot(
             )
 
     rendered = manifest.render()
-    current = read_manifest(client, bucket, prefix) if manifest_key in existing else None
+    current = _readable_manifest(client, bucket, prefix) if manifest_key in existing else None
     if current is None or current.render() != rendered:
-        _call(client, f"writing s3://{bucket}/{manifest_key}", client.put_object, Bucket=bucket, Key=manifest_key,
-              Body=rendered, ContentType="application/json",
-              Metadata={SHA256_METADATA_KEY: hashlib.sha256(rendered).hexdigest()})
+        _call(
+            client,
+            f"writing s3://{bucket}/{manifest_key}",
+            client.put_object,
+            Bucket=bucket,
+            Key=manifest_key,
+            Body=rendered,
+            ContentType="application/json",
+            Metadata={SHA256_METADATA_KEY: hashlib.sha256(rendered).hexdigest()},
+        )
 
     return UploadResult(
         location=location_for(bucket, prefix, manifest),
@@ -351,7 +404,33 @@ def upload_snapshot(
         bytes_skipped=sum(f.size for f in skipped),
         seconds=time.perf_counter() - started,
         hash_seconds=hash_seconds,
+        stale_multipart_aborted=aborted,
     )
+
+
+def _readable_manifest(client, bucket: str, prefix: str) -> Manifest | None:
+    """The manifest, or None when it is missing or unreadable (the upload then writes a good one)."""
+    try:
+        return read_manifest(client, bucket, prefix)
+    except InvalidManifestError:
+        return None
+
+
+def _abort_stale_multipart_uploads(client, bucket: str, prefix: str) -> int:
+    """Abort the multipart uploads left open under `prefix` by a run that was killed or lost the store."""
+    action = f"listing open multipart uploads under s3://{bucket}/{prefix}"
+    page = _call(client, action, client.list_multipart_uploads, Bucket=bucket, Prefix=prefix)
+    stale = [(u["Key"], u["UploadId"]) for u in page.get("Uploads", []) if u["Key"].startswith(prefix)]
+    for key, upload_id in stale:
+        _call(
+            client,
+            f"aborting a stale multipart upload of s3://{bucket}/{key}",
+            client.abort_multipart_upload,
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+        )
+    return len(stale)
 
 
 def _transfer_files(client, config: TransferConfig, files: list[ManifestFile], on_file_done, submit, action: str):
@@ -365,8 +444,10 @@ def _transfer_files(client, config: TransferConfig, files: list[ManifestFile], o
         def on_done(self, future, **kwargs):
             done_q.put(self.index)
 
-    manager = create_transfer_manager(client, config)
-    try:
+    # The context manager cancels in-flight transfers (and aborts their multipart uploads) when the block
+    # raises. Not `shutdown(cancel=True)`: s3transfer 0.19 passes its arguments shifted there and raises
+    # "TypeError: 'str' object is not callable", hiding the real error.
+    with create_transfer_manager(client, config) as manager:
         transfers = [submit(manager, f, [_Done(i)]) for i, f in enumerate(files)]
         for _ in files:
             i = done_q.get()
@@ -374,15 +455,10 @@ def _transfer_files(client, config: TransferConfig, files: list[ManifestFile], o
                 transfers[i].result()
             except ClientError as exc:
                 raise explain_client_error(exc, client, action) from None
-            except EndpointConnectionError:
-                raise S3TransferError(f"lost the connection to S3 at {_endpoint(client)} while {action}: "
-                                      "re-run; finished files are not sent again") from None
+            except _CONNECTION_ERRORS as exc:
+                raise connection_lost(client, action, exc) from None
             if on_file_done is not None:
                 on_file_done(files[i].path)
-    except BaseException:
-        manager.shutdown(cancel=True)  # aborts in-flight multipart uploads
-        raise
-    manager.shutdown()
 
 
 # --------------------------------------------------------------------------------------------------- download
@@ -394,7 +470,7 @@ def _parse_location(location: S3ModelLocation | tuple[str, str] | str) -> tuple[
     if isinstance(location, str):
         if not location.startswith("s3://"):
             raise ValueError(f"{location!r} is not an s3:// URI")
-        bucket, _, prefix = location[len("s3://"):].partition("/")
+        bucket, _, prefix = location[len("s3://") :].partition("/")
         return bucket, _normalise_prefix(prefix)
     bucket, prefix = location
     return bucket, _normalise_prefix(prefix)
@@ -430,9 +506,14 @@ def download_model(
         )
     rendered = manifest.render()
     if _dir_matches(dest, rendered, manifest):
-        return DownloadResult(dest_dir=str(dest), files=[f.path for f in manifest.files],
-                              total_bytes=manifest.total_bytes, bytes_downloaded=0,
-                              seconds=time.perf_counter() - started, reused=True)
+        return DownloadResult(
+            dest_dir=str(dest),
+            files=[f.path for f in manifest.files],
+            total_bytes=manifest.total_bytes,
+            bytes_downloaded=0,
+            seconds=time.perf_counter() - started,
+            reused=True,
+        )
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
@@ -451,9 +532,13 @@ def download_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return DownloadResult(dest_dir=str(dest), files=[f.path for f in manifest.files],
-                          total_bytes=manifest.total_bytes, bytes_downloaded=manifest.total_bytes,
-                          seconds=time.perf_counter() - started)
+    return DownloadResult(
+        dest_dir=str(dest),
+        files=[f.path for f in manifest.files],
+        total_bytes=manifest.total_bytes,
+        bytes_downloaded=manifest.total_bytes,
+        seconds=time.perf_counter() - started,
+    )
 
 
 # Errors while reading a part's body (the request itself is retried by botocore).
@@ -476,8 +561,9 @@ class _InOrderHasher:
             self.next_offset += len(chunk)
 
 
-def _download_and_hash(client, bucket: str, prefix: str, files: list[ManifestFile], dest: Path,
-                       config: TransferConfig) -> dict[str, str]:
+def _download_and_hash(
+    client, bucket: str, prefix: str, files: list[ManifestFile], dest: Path, config: TransferConfig
+) -> dict[str, str]:
     """Parallel ranged GETs of every file into `dest`, hashing each part as it arrives (in file order).
 
     Hashing on the way in saves reading every file back afterwards. One thread hashes while the others
@@ -503,18 +589,30 @@ def _download_and_hash(client, bucket: str, prefix: str, files: list[ManifestFil
 
         def fetch(f: ManifestFile, start: int) -> int:
             end = min(f.size, start + chunk) - 1
+            where = f"s3://{bucket}/{prefix}{f.path}"
             for attempt in range(_PART_RETRIES):
                 try:
                     kwargs = {"Range": f"bytes={start}-{end}"} if f.size > chunk else {}
                     data = client.get_object(Bucket=bucket, Key=prefix + f.path, **kwargs)["Body"].read()
                     break
-                except (ReadTimeoutError, IncompleteReadError, ResponseStreamingError, ProtocolError):
+                except (ReadTimeoutError, IncompleteReadError, ResponseStreamingError, ProtocolError) as exc:
                     if attempt == _PART_RETRIES - 1:
-                        raise
+                        raise S3TransferError(
+                            f"{where}: reading bytes {start}-{end} broke off {_PART_RETRIES} times "
+                            f"({type(exc).__name__}): the connection to S3 at {_endpoint(client)} keeps dropping; "
+                            "check the store and the network, then re-run (the download starts over)"
+                        ) from None
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                        raise S3TransferError(
+                            f"{where} is not the {f.size} bytes the manifest says: it ends before byte {start}; "
+                            "the object changed after upload; re-materialise s3_model"
+                        ) from None
+                    raise
             if len(data) != end - start + 1:
                 raise S3TransferError(
-                    f"s3://{bucket}/{prefix}{f.path} is {len(data)} bytes at offset {start}, the manifest says "
-                    f"{end - start + 1}: the object changed after upload; re-materialise s3_model"
+                    f"{where} is not the {f.size} bytes the manifest says: bytes {start}-{end} came back as "
+                    f"{len(data)} bytes; the object changed after upload; re-materialise s3_model"
                 )
             os.pwrite(fds[f.path], data, start)
             to_hash.put((f.path, start, data))
@@ -530,11 +628,13 @@ def _download_and_hash(client, bucket: str, prefix: str, files: list[ManifestFil
                 for fut in futures:
                     fut.cancel()
                 raise explain_client_error(exc, client, action) from None
-            except EndpointConnectionError:
+            except _CONNECTION_ERRORS as exc:
                 for fut in futures:
                     fut.cancel()
-                raise S3TransferError(f"lost the connection to S3 at {_endpoint(client)} while {action}: "
-                                      "re-run; the download starts over in a fresh folder") from None
+                raise S3TransferError(
+                    f"lost the connection to S3 at {_endpoint(client)} while {action} ({type(exc).__name__}): "
+                    "check that the store is up, then re-run; the download starts over in a fresh folder"
+                ) from None
             except BaseException:
                 for fut in futures:
                     fut.cancel()

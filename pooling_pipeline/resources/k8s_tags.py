@@ -12,10 +12,11 @@ Wiring: `@dg.asset(op_tags=benchmark_op_tags(), ...)` on load_benchmark, and
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import dagster as dg
+
+from pooling_pipeline.resources.config import in_cluster, load_settings
 
 K8S_CONFIG_TAG = "dagster-k8s/config"  # read by dagster-k8s for run and step pods
 
@@ -30,7 +31,7 @@ BENCHMARK_MEMORY = "4Gi"
 
 def models_namespace() -> str:
     """Where the InferenceServices run (POOLING_NAMESPACE), which is not where run pods run."""
-    return os.environ.get("POOLING_NAMESPACE", "").strip() or "pooling-models"
+    return load_settings().namespace
 
 
 def benchmark_pod_config(
@@ -94,9 +95,7 @@ def step_executor() -> dg.ExecutorDefinition:
     driving a cluster (POOLING_TARGET=cluster, not in a pod) keeps its steps local: k8s_job_executor
     needs the K8sRunLauncher of the Helm install.
     """
-    from pooling_pipeline.resources.config import in_cluster, target_name
-
-    if target_name() == "cluster" and in_cluster():
+    if in_cluster():
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor

@@ -44,7 +44,9 @@ def make_s3_client(
         aws_secret_access_key=secret_access_key,
         region_name=region,
     )
-    return session.client("s3", endpoint_url=endpoint_url or None, config=s3_client_config(max_pool_connections, max_attempts))
+    return session.client(
+        "s3", endpoint_url=endpoint_url or None, config=s3_client_config(max_pool_connections, max_attempts)
+    )
 
 
 class S3Resource(dg.ConfigurableResource):

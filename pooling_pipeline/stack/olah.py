@@ -21,7 +21,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import (
     ManagedProcess,

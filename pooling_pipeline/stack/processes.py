@@ -95,9 +95,30 @@ def start_detached(
     return ManagedProcess(name=name, pid=proc.pid, log_path=log_path)
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group `pgid`: a server and every child it started."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # /proc/<pid>/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
 def stop_pid(pid: int, *, timeout_s: float = 20.0) -> bool:
-    """SIGTERM the process group, then SIGKILL after `timeout_s`. True if something was stopped."""
-    if not pid_alive(pid):
+    """SIGTERM the process group, wait until every member is gone, SIGKILL what is left after `timeout_s`.
+
+    Every server we start leads its own session (start_detached), so its group is everything it started:
+    vLLM's engine core and workers, and multiprocessing's resource tracker, which ignores SIGTERM and
+    exits on its own once it has unlinked the shared memory the others leaked. Waiting for the whole
+    group (not just the leader) is what makes "stopped" mean "its memory is free".
+    True if something was stopped.
+    """
+    if not pid_alive(pid) and not group_members(pid):
         return False
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
@@ -105,9 +126,9 @@ def stop_pid(pid: int, *, timeout_s: float = 20.0) -> bool:
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        if not pid_alive(pid):
+        if not pid_alive(pid) and not group_members(pid):
             return True
-        time.sleep(0.2)
+        time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):

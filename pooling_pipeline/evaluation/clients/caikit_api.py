@@ -35,11 +35,13 @@ class CaikitClient(JsonHttpClient):
         try:
             vectors = [[float(x) for x in v["data"]["values"]] for v in data["results"]["vectors"]]
         except (KeyError, TypeError, ValueError):
-            raise malformed(API_NAME, "/api/v1/task/embedding-tasks", "no results.vectors[].data.values", data,
-                            self.base_url) from None
+            raise malformed(
+                API_NAME, "/api/v1/task/embedding-tasks", "no results.vectors[].data.values", data, self.base_url
+            ) from None
         if len(vectors) != len(texts):
-            raise malformed(API_NAME, "/api/v1/task/embedding-tasks", f"expected {len(texts)} vectors", data,
-                            self.base_url)
+            raise malformed(
+                API_NAME, "/api/v1/task/embedding-tasks", f"expected {len(texts)} vectors", data, self.base_url
+            )
         return vectors
 
     def try_embed_one(self, text: str, *, truncate_input_tokens: int = 0) -> EmbedAttempt:
@@ -55,19 +57,25 @@ class CaikitClient(JsonHttpClient):
         try:
             return [float(s) for s in data["result"]["scores"]]
         except (KeyError, TypeError, ValueError):
-            raise malformed(API_NAME, "/api/v1/task/sentence-similarity", "no result.scores", data,
-                            self.base_url) from None
+            raise malformed(
+                API_NAME, "/api/v1/task/sentence-similarity", "no result.scores", data, self.base_url
+            ) from None
 
     def rerank(self, query: str, documents: list[str], *, top_n: int | None = None) -> list[RerankResult]:
         """Results best first, with the document index (Caikit returns them sorted by score)."""
-        params: dict[str, Any] = {"top_n": top_n if top_n is not None else len(documents), "return_documents": False,
-                                  "return_query": False, "return_text": False}
+        params: dict[str, Any] = {
+            "top_n": top_n if top_n is not None else len(documents),
+            "return_documents": False,
+            "return_query": False,
+            "return_text": False,
+        }
         data = self._task("rerank", {"query": query, "documents": [{"text": d} for d in documents]}, params)
         try:
             results = [RerankResult(int(s.get("index", 0)), float(s["score"])) for s in data["result"]["scores"]]
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise malformed(API_NAME, "/api/v1/task/rerank", "no result.scores[]{index, score}", data,
-                            self.base_url) from None
+            raise malformed(
+                API_NAME, "/api/v1/task/rerank", "no result.scores[]{index, score}", data, self.base_url
+            ) from None
         return sorted(results, key=lambda r: -r.relevance_score)
 
     def models(self) -> dict[str, Any]:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import httpx
+
+from pooling_pipeline.serving.endpoint_auth import auth_failure_hint
 
 BODY_EXCERPT_CHARS = 500
 
@@ -55,7 +58,7 @@ class RetryPolicy:
 
     def waits(self):
         for i in range(self.attempts - 1):
-            yield self.backoff_s * (2 ** i)
+            yield self.backoff_s * (2**i)
 
 
 class JsonHttpClient:
@@ -72,6 +75,15 @@ class JsonHttpClient:
 
     def close(self) -> None:
         self._client.close()
+
+    def authorize(self, headers: Mapping[str, str], verify: bool | str = True) -> Self:
+        """Send `headers` (a token-authenticated endpoint's bearer token, from serving/endpoint_auth.py
+        `request_headers`) with every request, verifying TLS with `verify` (its `tls_verify`). Returns self."""
+        if verify is not True:
+            self._client.close()
+            self._client = httpx.Client(base_url=self.base_url, timeout=self.timeout_s, verify=verify)
+        self._client.headers.update(headers)
+        return self
 
     def __enter__(self):
         return self
@@ -117,9 +129,10 @@ class JsonHttpClient:
                 raise EndpointError(f"request to the {self.api_name} at {url} failed: {exc}", url=url) from None
         if resp.status_code >= 400:
             body = resp.text
+            hint = auth_failure_hint(resp.status_code)
             raise EndpointError(
                 f"HTTP {resp.status_code} from the {self.api_name} at {method} {path}: "
-                f"{extract_server_message(body) or '(empty body)'}",
+                f"{extract_server_message(body) or '(empty body)'}" + (f"; {hint}" if hint else ""),
                 url=url,
                 status=resp.status_code,
                 body=body,

@@ -116,7 +116,8 @@ class OpenAIPoolingClient(JsonHttpClient):
         ids = [m.get("id") for m in self.models()]
         raise EndpointError(
             f"{self.base_url} does not serve a model named {self.model!r} (it serves {ids}): "
-            "check the served model name", url=f"{self.base_url}/v1/models"
+            "check the served model name",
+            url=f"{self.base_url}/v1/models",
         )
 
     def version(self) -> str:

@@ -5,7 +5,13 @@ uvloop, over worker processes) and keeps one record per request, summary.py turn
 Nothing here knows about Dagster; the load_benchmark asset and benchmarks/ use it the same way.
 """
 
-from pooling_pipeline.evaluation.loadgen.runner import LoadResult, RequestRecord, run_closed_loop, run_open_loop
+from pooling_pipeline.evaluation.loadgen.runner import (
+    LoadResult,
+    RequestRecord,
+    StopRule,
+    run_closed_loop,
+    run_open_loop,
+)
 from pooling_pipeline.evaluation.loadgen.schedule import Schedule, constant_schedule, poisson_schedule
 from pooling_pipeline.evaluation.loadgen.summary import LoadSummary, summarize
 from pooling_pipeline.evaluation.loadgen.workloads import Dialect, PreparedRequest, Workload, WorkloadKind, prepare
@@ -17,6 +23,7 @@ __all__ = [
     "PreparedRequest",
     "RequestRecord",
     "Schedule",
+    "StopRule",
     "Workload",
     "WorkloadKind",
     "constant_schedule",

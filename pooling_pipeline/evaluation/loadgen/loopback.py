@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import socket
 import time
 from dataclasses import asdict, dataclass
+from multiprocessing.process import BaseProcess
 
 import uvloop
 from aiohttp import web
@@ -29,34 +31,53 @@ class Behaviour:
     error_status: int = 503
     stall_after_s: float | None = None  # from the first arrival: requests arriving in the stall window
     stall_for_s: float = 0.0  # wait until it ends (a GC pause, a stuck batch)
+    # A server of known capacity: `servers` slots, each busy `service_s` per request, first come first
+    # served. Capacity is servers / service_s requests/s; below it latency is service_s, above it the queue
+    # grows without bound (with evenly spaced arrivals: a sharp knee at exactly that rate).
+    servers: int = 0  # 0: unlimited (every request is answered at once)
+    service_s: float = 0.0
+    exit_after: int | None = None  # the process exits (a crash) when this many requests have arrived
 
 
-_EMBEDDING = json.dumps({
-    "id": "embd-loopback", "object": "list", "created": 0, "model": "loopback",
-    "data": [{"index": 0, "object": "embedding", "embedding": [0.0] * 8}],
-    "usage": {"prompt_tokens": 64, "total_tokens": 64},
-}).encode()
+_EMBEDDING = json.dumps(
+    {
+        "id": "embd-loopback",
+        "object": "list",
+        "created": 0,
+        "model": "loopback",
+        "data": [{"index": 0, "object": "embedding", "embedding": [0.0] * 8}],
+        "usage": {"prompt_tokens": 64, "total_tokens": 64},
+    }
+).encode()
 
 
 async def _serve(port: int, behaviour: Behaviour, reuse_port: bool) -> None:
     arrivals: list[float] = []
-    state = {"n": 0, "first": None}
+    count = 0
+    slots = asyncio.Semaphore(behaviour.servers) if behaviour.servers > 0 else None
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "GET":
             if request.path == "/stats":
-                return web.Response(body=json.dumps({"arrivals": arrivals}).encode(), content_type="application/json")
+                body = json.dumps({"arrivals": arrivals}).encode()
+                if request.query.get("reset"):  # the next trial starts from no arrivals
+                    arrivals.clear()
+                return web.Response(body=body, content_type="application/json")
             return web.Response(body=b"ok")
+        nonlocal count
         now = time.monotonic()
         await request.read()
-        state["n"] += 1
-        n = state["n"]
+        count += 1
+        n = count
         arrivals.append(now)
-        if state["first"] is None:
-            state["first"] = now
         b = behaviour
+        if b.exit_after is not None and n >= b.exit_after:
+            os._exit(1)  # a crash: no response, no clean shutdown
+        if slots is not None:
+            async with slots:
+                await asyncio.sleep(b.service_s)
         if b.stall_after_s is not None:
-            stall_start = state["first"] + b.stall_after_s
+            stall_start = arrivals[0] + b.stall_after_s
             stall_end = stall_start + b.stall_for_s
             if stall_start <= now < stall_end:
                 await asyncio.sleep(stall_end - now)
@@ -86,7 +107,7 @@ class LoopbackServer:
         self.processes = processes
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._procs: list[mp.Process] = []
+        self._procs: list[BaseProcess] = []
 
     def start(self) -> str:
         ctx = mp.get_context("spawn")
@@ -101,11 +122,13 @@ class LoopbackServer:
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs if p.pid is not None]
 
-    def arrivals(self) -> list[float]:
-        """Monotonic arrival times of the POSTs so far (single-process server only)."""
+    def arrivals(self, *, reset: bool = False) -> list[float]:
+        """Monotonic arrival times of the POSTs so far (single-process server only); `reset` clears them."""
         import httpx
 
-        return list(httpx.get(self.url + "/stats", timeout=10).json()["arrivals"])
+        return list(
+            httpx.get(self.url + "/stats", params={"reset": "1"} if reset else None, timeout=10).json()["arrivals"]
+        )
 
     def stop(self) -> None:
         for p in self._procs:

@@ -1,7 +1,12 @@
-"""Records -> numbers: throughput, latency percentiles, success rate, errors by class, run validity.
+"""Records -> numbers: throughput, latency percentiles, success rate, errors by class, schedule lag.
 
 Pure: no I/O, no clock. Latency percentiles are over successful requests (a fast 503 is not a fast
 answer); errors are counted by class beside them. Warm-up records are dropped first.
+
+The schedule lag (actual - planned send) is reported, never turned into a verdict here: latency from the
+planned send already contains it. `lag_drift_ms` (how much later the last sends went out than the first)
+and `send_cpu_fraction` (how much of the time the generator wanted a core while sending) are what
+benchmark/points.py reads to tell a generator that could not keep up from one that shared its cores.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from pydantic import BaseModel, Field
 
 from pooling_pipeline.evaluation.loadgen.runner import LoadResult, RequestRecord
 
-DEFAULT_LAG_BOUND_MS = 5.0
 PERCENTILES = (50, 90, 95, 99)
 
 
@@ -34,8 +38,15 @@ class LatencyStats(BaseModel):
             nan = math.nan
             return cls(count=0, mean_ms=nan, p50_ms=nan, p90_ms=nan, p95_ms=nan, p99_ms=nan, max_ms=nan)
         p50, p90, p95, p99 = np.percentile(values, PERCENTILES).tolist()
-        return cls(count=int(values.size), mean_ms=float(values.mean()), p50_ms=p50, p90_ms=p90, p95_ms=p95,
-                   p99_ms=p99, max_ms=float(values.max()))
+        return cls(
+            count=int(values.size),
+            mean_ms=float(values.mean()),
+            p50_ms=p50,
+            p90_ms=p90,
+            p95_ms=p95,
+            p99_ms=p99,
+            max_ms=float(values.max()),
+        )
 
 
 class LoadSummary(BaseModel):
@@ -57,13 +68,29 @@ class LoadSummary(BaseModel):
     latency: LatencyStats  # from the actual send time
     latency_from_planned: LatencyStats | None = None  # open loop: what a user arriving on schedule saw
     lag: LatencyStats | None = None  # open loop: actual - planned send time
-    lag_bound_ms: float = DEFAULT_LAG_BOUND_MS
+    # open loop: median lag of the last tenth of the sends minus that of the first tenth (> 0: fell behind)
+    lag_drift_ms: float | None = None
     client_cpu_s: float = 0.0
-    valid: bool = True
+    # open loop: share of the sending time the generator's threads ran or waited for a core (~1.0: they
+    # never idled, the generator was CPU-bound whoever had the cores)
+    send_cpu_fraction: float | None = None
+    planned: int = 0  # open loop: measured requests in the schedule (more than `requests` when stopped early)
+    stopped: str | None = None  # open loop: why the window ended early (runner.StopRule)
+    valid: bool = True  # False only when nothing was measured
     invalid_reason: str | None = None
 
 
-def summarize(result: LoadResult, *, lag_bound_ms: float = DEFAULT_LAG_BOUND_MS) -> LoadSummary:
+def _drift_ms(measured: list[RequestRecord]) -> float | None:
+    if len(measured) < 20:
+        return None
+    by_plan = sorted(measured, key=lambda r: r.planned)
+    tenth = max(5, len(by_plan) // 10)
+    first = float(np.median([r.sent - r.planned for r in by_plan[:tenth]]))
+    last = float(np.median([r.sent - r.planned for r in by_plan[-tenth:]]))
+    return (last - first) * 1000.0
+
+
+def summarize(result: LoadResult) -> LoadSummary:
     measured: list[RequestRecord] = [r for r in result.records if not r.warmup]
     ok = [r for r in measured if r.error is None]
     errors = Counter(r.error for r in measured if r.error is not None)
@@ -80,11 +107,10 @@ def summarize(result: LoadResult, *, lag_bound_ms: float = DEFAULT_LAG_BOUND_MS)
     valid, reason = True, None
     if not measured:
         valid, reason = False, "no measured requests (run shorter than its warm-up?)"
-    elif lag is not None and lag.p99_ms > lag_bound_ms:
-        valid, reason = False, (
-            f"schedule lag p99 {lag.p99_ms:.1f} ms > {lag_bound_ms:g} ms: the generator could not send at "
-            f"{result.offered_rate:g} req/s; use more worker processes or a lower rate"
-        )
+    busy = None
+    if open_loop and result.send_wall_s > 0:
+        # send_wall_s is summed over the workers, like send_cpu_s: the ratio is per process.
+        busy = result.send_cpu_s / result.send_wall_s
     return LoadSummary(
         label=result.label,
         mode=result.mode,
@@ -104,8 +130,11 @@ def summarize(result: LoadResult, *, lag_bound_ms: float = DEFAULT_LAG_BOUND_MS)
         latency=LatencyStats.of([r.done - r.sent for r in ok]),
         latency_from_planned=LatencyStats.of([r.done - r.planned for r in ok]) if open_loop else None,
         lag=lag,
-        lag_bound_ms=lag_bound_ms,
+        lag_drift_ms=_drift_ms(measured) if open_loop else None,
         client_cpu_s=result.client_cpu_s,
+        send_cpu_fraction=busy,
+        planned=result.planned,
+        stopped=result.stopped,
         valid=valid,
         invalid_reason=reason,
     )

@@ -1,0 +1,291 @@
+"""Capacity at an SLO: the pure search, the intervals over repeats, the generator-limited vs contended
+classification, the StopRule, and the whole search against a loopback server whose capacity is known.
+
+No timed assertions: the loopback's capacity follows from its configuration (slots / service time), and
+every bound below is derived from it, with the reason written beside it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pooling_pipeline.evaluation.benchmark import stats
+from pooling_pipeline.evaluation.benchmark.points import classify, search_point
+from pooling_pipeline.evaluation.benchmark.profiles import BenchmarkPlan, plan_for
+from pooling_pipeline.evaluation.benchmark.runner import (
+    VLLM,
+    ServerBench,
+    ServerCrashed,
+    Target,
+    run_load_benchmark,
+)
+from pooling_pipeline.evaluation.benchmark.schemas import BenchmarkProfile, Interval, PointKind, SearchPoint
+from pooling_pipeline.evaluation.benchmark.search import repeat_step, search_capacity
+from pooling_pipeline.evaluation.loadgen import (
+    Dialect,
+    RequestRecord,
+    StopRule,
+    Workload,
+    constant_schedule,
+    prepare,
+    run_open_loop,
+    summarize,
+)
+from pooling_pipeline.evaluation.loadgen.loopback import Behaviour, LoopbackServer
+from pooling_pipeline.evaluation.loadgen.runner import LoadResult
+
+# ---- the search, against a boundary known exactly
+
+
+def _boundary(at: float, calls: list[float]):
+    def measure(rate: float) -> SearchPoint:
+        calls.append(rate)
+        ok = rate <= at
+        return SearchPoint(
+            offered_rps=rate, achieved_rps=rate, requests=100, success_rate=1.0, p99_ms=1.0, p50_ms=1.0, within_slo=ok
+        )
+
+    return measure
+
+
+@pytest.mark.parametrize("boundary", [2.0, 37.3, 410.0, 5_000.0])
+def test_search_brackets_then_bisects_to_the_resolution(boundary):
+    calls: list[float] = []
+    out = search_capacity(_boundary(boundary, calls), 20.0, resolution=0.05)
+    assert out.capacity_rps <= boundary < out.failed_above_rps
+    assert out.failed_above_rps / out.capacity_rps <= 1.05
+    assert len(out.points) == len(calls) <= 24 and not out.stopped
+
+
+def test_a_later_repeat_starts_at_the_previous_capacity_and_costs_few_windows():
+    calls: list[float] = []
+    out = search_capacity(_boundary(100.0, calls), 97.0, resolution=0.25, step=repeat_step(0.25))
+    assert calls == [97.0, 97.0 * 1.25]  # pass, fail: bracketed within one resolution step
+    assert out.capacity_rps == 97.0
+
+
+def test_nothing_passing_is_capacity_zero_and_a_ceiling_is_reported():
+    out = search_capacity(_boundary(0.0, []), 10.0, resolution=0.1)
+    assert out.capacity_rps == 0.0 and "no rate down to" in out.stopped
+    capped = search_capacity(_boundary(1e9, []), 10.0, resolution=0.1, max_rps=100.0)
+    assert capped.capacity_rps == 100.0 and math.isinf(capped.failed_above_rps) and "max_rps" in capped.stopped
+
+
+# ---- intervals
+
+
+def test_capacity_interval_is_min_to_max_widened_by_the_resolution():
+    iv = stats.capacity_interval([80.0, 90.0, 85.0], [92.0, 99.0, 97.0], 0.15)
+    assert (iv.median, iv.low, iv.high, iv.n) == (85.0, 80.0, 99.0, 3)
+    assert iv.confidence == pytest.approx(0.75)  # 1 - 2^(1-3)
+    assert "order-statistic" in iv.method and "15%" in iv.method
+    # Three repeats on the same grid point still have the width of one resolution step.
+    same = stats.capacity_interval([50.0] * 3, [math.inf] * 3, 0.1)
+    assert same.low == 50.0 and same.high == pytest.approx(55.0)
+
+
+def test_ratio_interval_pairs_repeats_and_an_incumbent_at_zero_gives_none():
+    iv = stats.ratio_interval([150.0, 120.0, 160.0], [100.0, 100.0, 100.0], 0.1)
+    assert iv is not None
+    assert iv.median == pytest.approx(1.5)
+    assert iv.low == pytest.approx(1.2 / 1.1) and iv.high == pytest.approx(1.6 * 1.1)
+    assert not iv.straddles(0.9) and iv.straddles(1.3)
+    assert stats.ratio_interval([10.0, 10.0, 10.0], [5.0, 0.0, 5.0], 0.1) is None
+    with pytest.raises(ValueError, match="paired"):
+        stats.ratio_interval([1.0, 2.0], [1.0], 0.1)
+
+
+def test_interval_coverage_and_knee():
+    assert [round(stats.median_coverage(n), 4) for n in (1, 3, 5)] == [0.0, 0.75, 0.9375]
+    assert stats.knee_index([40, 80, 150, 158], 0.10) == 3
+    assert stats.knee_index([40, 80, 160], 0.10) is None
+    assert Interval(median=1, low=0.8, high=1.2, n=3).fmt() == "1.00 [0.80, 1.20]"
+
+
+def test_a_repeat_where_the_incumbent_sustained_nothing_counts_as_a_lower_bound_of_the_ratio():
+    from types import SimpleNamespace
+
+    from pooling_pipeline.evaluation.benchmark.runner import _capacity_or_bound
+    from pooling_pipeline.evaluation.benchmark.schemas import CapacitySearch
+
+    def search(capacity: float, failed: list[float]) -> CapacitySearch:
+        points = [
+            SearchPoint(
+                offered_rps=r, achieved_rps=r, requests=10, success_rate=1, p99_ms=500, p50_ms=50, within_slo=False
+            )
+            for r in failed
+        ]
+        return CapacitySearch(
+            server="incumbent", workload="w", inputs_per_request=1, slo_p99_ms=100, capacity_rps=capacity, points=points
+        )
+
+    bench = SimpleNamespace(knee=[SimpleNamespace(requests_per_s=9.0)])
+    assert _capacity_or_bound(search(5.0, [7.0]), bench) == 5.0  # type: ignore[arg-type]
+    assert _capacity_or_bound(search(0.0, [8.0, 4.0]), bench) == 4.0  # type: ignore[arg-type]  # lowest failure
+    assert _capacity_or_bound(search(0.0, []), bench) == 9.0  # type: ignore[arg-type]  # one at a time
+
+
+# ---- generator-limited vs contended
+
+
+def _records(n: int, rate: float, lag_s) -> list[RequestRecord]:  # type: ignore[no-untyped-def]
+    out = []
+    for i in range(n):
+        planned = i / rate
+        sent = planned + lag_s(i)
+        out.append(RequestRecord(i, planned, sent, sent + 0.005, 200, None, 1, 10, False))
+    return out
+
+
+def _summary(records, busy: float, workers: int = 1):  # type: ignore[no-untyped-def]
+    wall = records[-1].sent
+    result = LoadResult(
+        "open", records, workers, wall, busy * wall, offered_rate=100.0, send_cpu_s=busy * wall, send_wall_s=wall
+    )
+    return summarize(result)
+
+
+def test_falling_behind_while_busy_is_generator_limited():
+    s = _summary(_records(400, 100.0, lambda i: i * 0.001), busy=0.97)  # 400 ms behind by the end
+    kind, note = classify(s)
+    assert kind is PointKind.GENERATOR_LIMITED
+    assert (
+        note.startswith("generator-limited:")
+        and "wanted a core 97% of the time" in note
+        and "could not offer 100 req/s" in note
+    )
+    point = search_point(s, slo_p99_ms=10_000, min_success_rate=0.999)
+    assert not point.within_slo  # the server never saw the offered rate: not a pass
+
+
+def test_falling_behind_while_idle_is_contention_not_the_generator():
+    s = _summary(_records(400, 100.0, lambda i: i * 0.001), busy=0.3)
+    kind, note = classify(s)
+    assert kind is PointKind.CONTENDED and "only 30% of the time" in note and "pessimistic" in note
+
+
+def test_scattered_late_sends_are_contended_and_on_time_sends_are_ok():
+    spikes = _summary(_records(400, 100.0, lambda i: 0.030 if i % 50 == 7 else 0.0), busy=0.2)
+    kind, note = classify(spikes)
+    assert kind is PointKind.CONTENDED and note.startswith("contended: send lag p99")
+    assert "could not send" not in note and "generator-limited" not in note
+    point = search_point(spikes, slo_p99_ms=100, min_success_rate=0.999)
+    assert point.within_slo and point.lag_p99_ms is not None and point.lag_p99_ms > 10  # recorded, not a verdict
+    kind, note = classify(_summary(_records(400, 100.0, lambda i: 0.0002), busy=0.2))
+    assert kind is PointKind.OK and note == ""
+
+
+def test_an_overloaded_generator_is_generator_limited_not_invalid():
+    # 1500 requests planned in 1.5 ms: no single process sends that fast, so its sends fall behind.
+    with LoopbackServer() as url:
+        result = run_open_loop(
+            url, prepare(Workload(), Dialect.OPENAI, "m", distinct=16), constant_schedule(1e6, requests=1500)
+        )
+    summary = summarize(result)
+    assert summary.valid and summary.lag_drift_ms is not None and summary.lag_drift_ms > 20
+    assert classify(summary)[0] is PointKind.GENERATOR_LIMITED
+
+
+# ---- the StopRule
+
+
+def test_stop_rule_thresholds_match_the_p99_and_success_bounds():
+    assert StopRule.for_window(100, slo_s=0.1, min_success_rate=0.999) == StopRule(0.1, 2, 1)
+    assert StopRule.for_window(1000, slo_s=0.1, min_success_rate=0.999) == StopRule(0.1, 11, 2)
+
+
+def test_a_window_that_has_certainly_failed_stops_early():
+    # One slot of 50 ms: 20 req/s at most. Offered 60 req/s for 3 s, the queue grows from the start.
+    requests = prepare(Workload(), Dialect.OPENAI, "m", distinct=16)
+    schedule = constant_schedule(60, duration_s=3.0)
+    stop = StopRule.for_window(len(schedule), slo_s=0.2, min_success_rate=0.999)
+    with LoopbackServer(Behaviour(servers=1, service_s=0.05)) as url:
+        result = run_open_loop(url, requests, schedule, stop=stop)
+    summary = summarize(result)
+    assert summary.stopped is not None and "already decide the window" in summary.stopped
+    assert summary.requests < summary.planned == len(schedule)
+    point = search_point(summary, slo_p99_ms=200, min_success_rate=0.999)
+    assert not point.within_slo and point.stopped_early
+
+
+# ---- the whole search against a server of known capacity
+
+
+def test_the_search_finds_a_known_capacity_within_its_resolution():
+    # 4 slots x 25 ms: capacity C = 160 req/s. Evenly spaced arrivals (constant schedule) never queue below
+    # C, and above C the backlog grows by (rate/C - 1) x elapsed: a window of L s at rate C(1+d) ends d x L
+    # late, so it can still pass when d x L < SLO - service (250 ms) - a rate up to 12.5 % above C with
+    # L = 2 s. Below, the search stops within one 10 % step. Host noise can only push a passing window to
+    # fail (a stall > 250 ms), costing at most a step: hence the lower bound one more step down.
+    plan = BenchmarkPlan(
+        profile=BenchmarkProfile.CUSTOM,
+        repeats=2,
+        resolution=0.10,
+        requests_per_point=200,
+        min_window_s=2.0,
+        max_window_s=2.0,
+        warmup_s=0.1,
+        arrival="constant",
+        knee_window_s=0.3,
+        knee_max_concurrency=16,
+        slo_p99_ms=275.0,
+        max_points_per_search=12,
+    )
+    # Another process taking both cores for > 250 ms fails a window that should pass (a false "too slow",
+    # never a false "fast enough"): the search is given a second attempt then, and the upper bound holds
+    # for every attempt.
+    capacity = 4 / 0.025
+    found: list[float] = []
+    with LoopbackServer(Behaviour(servers=4, service_s=0.025)) as url:
+        for _ in range(2):
+            logs: list[str] = []
+            bench = ServerBench(
+                Target(name=VLLM, url=url, model="m", dialect=Dialect.OPENAI), Workload(), plan, logs.append
+            )
+            search = bench.run_repeat(0)
+            assert search.capacity_rps <= capacity * 1.125
+            assert search.failed_above_rps is not None and search.failed_above_rps / search.capacity_rps <= 1.1
+            assert all(p.within_slo for p in search.points if p.offered_rps <= search.capacity_rps)
+            found.append(search.capacity_rps)
+            if search.capacity_rps >= capacity / 1.1 / 1.1:
+                break
+    assert bench.service_time_ms is not None and bench.service_time_ms >= 25.0  # one slot's sleep, at least
+    assert [k.concurrency for k in bench.knee][:3] == [1, 2, 4]
+    assert max(found) >= capacity / 1.1 / 1.1, f"capacities found {found}: " + "; ".join(logs)
+    assert any("meets the 275 ms SLO" in line for line in logs)
+
+
+# ---- a server that dies
+
+
+def test_a_server_that_dies_ends_the_run_with_server_crashed():
+    plan = plan_for(BenchmarkProfile.DEMO, knee_max_concurrency=2)
+    server = LoopbackServer(Behaviour(exit_after=50))  # the process exits at its 50th request
+    with server as url:
+        target = Target(name=VLLM, url=url, model="m", dialect=Dialect.OPENAI, pids=server.pids())
+        with pytest.raises(ServerCrashed, match="stopped answering"):
+            ServerBench(target, Workload(), plan, lambda _: None).run_repeat(0)
+        result, _ = run_load_benchmark("m", [target], [Workload()], plan, log=lambda _: None)
+    assert result.server_crashed is not None
+    assert "stopped answering" in result.server_crashed and f"process {target.pids[0]} gone" in result.server_crashed
+    assert result.workloads == []
+
+
+# ---- profiles
+
+
+def test_profiles_choose_the_load_and_overrides_make_it_custom():
+    demo = plan_for("demo")
+    assert demo.profile is BenchmarkProfile.DEMO and demo.repeats >= 3 and demo.max_workloads == 1
+    nightly = plan_for(BenchmarkProfile.NIGHTLY)
+    assert nightly.batch_sizes == [1, 16, 32, 64] and nightly.resolution == 0.05 and nightly.requests_per_point >= 300
+    assert plan_for("demo", repeats=5).profile is BenchmarkProfile.CUSTOM
+    assert plan_for("demo", repeats=demo.repeats).profile is BenchmarkProfile.DEMO
+    with pytest.raises(ValueError, match="not benchmark settings"):
+        plan_for("demo", lag_bound_ms=20)
+    assert nightly.slo_for(Workload()) == 100.0
+    assert nightly.slo_for(Workload(batch_size=16)) == nightly.batch_slo_p99_ms
+    assert plan_for("nightly", slo_overrides={"embeddings x16": 250.0}).slo_for(Workload(batch_size=16)) == 250.0
+    assert nightly.window_s(1.0) == nightly.max_window_s and nightly.window_s(10_000) == nightly.min_window_s
