@@ -71,10 +71,6 @@ def test_unknown_pinned_commit_on_olah_names_the_revision(hub_endpoint, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="in the full suite olah once reset the connection instead of answering (open: retry or translate the reset)",
-)
 def test_missing_repo_on_olah_names_the_repo_and_how_to_seed_the_mirror(hub_endpoint, tmp_path):
     hub = HubResource(endpoint=hub_endpoint, token=None, cache_dir=str(tmp_path))
     with pytest.raises(HubError) as caught:
@@ -237,3 +233,27 @@ def test_unreachable_hub_with_a_cold_cache_names_the_endpoint_and_the_fix(tmp_pa
     message = str(caught.value)
     assert f"cannot reach the hub at {endpoint} to fetch org/anything@main (ConnectError)" in message
     assert TOKEN not in message
+
+
+def test_a_dropped_connection_to_a_hub_without_the_repo_still_names_the_repo(fake_hub, tmp_path):
+    # The mirror resets the download's connection, then answers the follow-up question: the repo is missing.
+    fake_hub.drop = "/revision/"
+    with pytest.raises(HubError) as caught:
+        resource(fake_hub, tmp_path).snapshot("org/absent", "main")
+    assert f"org/absent is not on {fake_hub.url}" in str(caught.value)
+    assert "cannot reach" not in str(caught.value)
+    assert cached_files(tmp_path) == []
+
+
+def test_a_dropped_download_of_a_repo_the_hub_has_says_retry_not_unreachable(fake_hub, tmp_path):
+    fake_hub.add(FakeRepo("org/public", FILES, {"main": SHA_A, SHA_A: SHA_A}))
+    fake_hub.drop = "/revision/"
+    with pytest.raises(HubError) as caught:
+        resource(fake_hub, tmp_path).snapshot("org/public", "main")
+    message = str(caught.value)
+    assert f"the hub at {fake_hub.url} has org/public but dropped the download of 'main'" in message
+    assert "retry" in message and cached_files(tmp_path) == []
+    # The mirror recovers: the same call downloads it.
+    fake_hub.drop = None
+    _, sha = resource(fake_hub, tmp_path).snapshot("org/public", "main")
+    assert sha == SHA_A

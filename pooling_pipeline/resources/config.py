@@ -201,6 +201,7 @@ SETTINGS_BY_ENV: dict[str, str] = {
     "DAGSTER_HOME": "dagster_home",
     "POOLING_LOCAL_VLLM_VERSION": "local_vllm_version",
     "POOLING_STACK_DIR": "scratch_root (local: the stack folder) and hub.cache_dir (local)",
+    "POOLING_SCRATCH_DIR": "scratch_root and, locally, hub.cache_dir (<it>/hf-cache)",
     "AWS_ENDPOINT_URL": "s3.endpoint_url",
     "AWS_DEFAULT_REGION": "s3.region",
     "POOLING_S3_BUCKET": "s3.bucket",
@@ -311,11 +312,11 @@ def _cluster(env: Mapping[str, str]) -> ClusterSettings:
     )
 
 
-def _hf_cache_dir(env: Mapping[str, str], target: Target) -> Path:
-    from pooling_pipeline.stack.layout import StackLayout
-
+def _hf_cache_dir(env: Mapping[str, str], target: Target, scratch_root: Path) -> Path:
     if target == "local":
-        return StackLayout.default().hf_cache
+        # Beside the other local files of the steps (by default the stack folder's hf-cache/), so one
+        # POOLING_SCRATCH_DIR moves every file a step keeps (tests give each step its own empty one).
+        return scratch_root / "hf-cache"
     # The image sets HF_HOME under its writable home; the hub cache lives in it, as huggingface_hub does.
     explicit = _get(env, "HF_HUB_CACHE")
     if explicit:
@@ -323,9 +324,12 @@ def _hf_cache_dir(env: Mapping[str, str], target: Target) -> Path:
     return Path(_get(env, "HF_HOME") or os.path.expanduser("~/.cache/huggingface")) / "hub"
 
 
-def _scratch_root(target: Target) -> Path:
+def _scratch_root(env: Mapping[str, str], target: Target) -> Path:
     from pooling_pipeline.stack.layout import StackLayout
 
+    explicit = _get(env, "POOLING_SCRATCH_DIR")
+    if explicit:
+        return Path(explicit)
     # Locally results stay beside the stack, where `make demo` users look; a run pod's filesystem is
     # ephemeral anyway (the results that count go to S3), so a temp dir (an emptyDir) is enough there.
     if target == "local":
@@ -393,7 +397,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         kserve_crds=Path(crds) if crds else None,
         dagster_home=Path(home) if home else None,
         local_vllm_version=_get(env, "POOLING_LOCAL_VLLM_VERSION"),
-        scratch_root=_scratch_root(target),
+        scratch_root=_scratch_root(env, target),
         s3=S3Settings(
             endpoint_url=_get(env, "AWS_ENDPOINT_URL"),
             region=_cluster_setting(env, "AWS_DEFAULT_REGION"),
@@ -405,7 +409,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         hub=HubSettings(
             endpoint=_get(env, "HF_ENDPOINT"),
             token_set=bool(_get(env, "HF_TOKEN")),
-            cache_dir=_hf_cache_dir(env, target),
+            cache_dir=_hf_cache_dir(env, target, _scratch_root(env, target)),
         ),
         cluster=None if local else _cluster(env),
         readiness=_readiness(env),

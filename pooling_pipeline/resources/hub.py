@@ -27,6 +27,23 @@ class HubError(RuntimeError):
     """The hub could not give us the snapshot; the message says why and what to do."""
 
 
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP client's connection-level errors: huggingface_hub >= 1 sends with httpx2 (earlier: httpx)."""
+    import httpx
+
+    errors: list[type[Exception]] = [httpx.TransportError]
+    try:
+        import httpx2
+
+        errors.append(httpx2.TransportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+
+
 class HubResource(dg.ConfigurableResource):
     """Downloads model snapshots at a catalog revision into a project-local cache."""
 
@@ -76,6 +93,9 @@ class HubResource(dg.ConfigurableResource):
             raise self._unreachable_or_failing(repo_id, revision, exc.__cause__) from None
         except HfHubHTTPError as exc:
             raise self._http_error(repo_id, revision, exc) from None
+        except _TRANSPORT_ERRORS as exc:
+            # A connection refused or reset mid-request, before huggingface_hub could fall back to the cache.
+            raise self._unreachable_or_failing(repo_id, revision, exc) from None
 
         # snapshot_download returns <cache>/models--org--name/snapshots/<commit sha>.
         sha = path.name
@@ -159,6 +179,16 @@ class HubResource(dg.ConfigurableResource):
             # It answered, with an error: not "unreachable".
             return self._http_error(repo_id, revision, cause)
         reason = type(cause).__name__ if cause is not None else "no answer"
+        # A busy mirror sometimes drops one connection (olah resets it) yet answers the next: ask it once more
+        # before calling it unreachable, so a missing repo is still named as missing.
+        exists = self._repo_exists(repo_id)
+        if exists is False:
+            return self._not_found(repo_id, revision)
+        if exists:
+            return HubError(
+                f"the hub at {self._where()} has {repo_id} but dropped the download of {revision!r} ({reason}) and "
+                f"the cache {self.cache_dir} has no copy of it: it is overloaded; retry (re-materialize hf_snapshot)"
+            )
         return HubError(
             f"cannot reach the hub at {self._where()} to fetch {repo_id}@{revision} ({reason}), and the cache "
             f"{self.cache_dir} has no copy of it: start it (`pooling-pipeline stack up`) or set HF_ENDPOINT to a "

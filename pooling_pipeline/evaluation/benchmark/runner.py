@@ -59,6 +59,8 @@ from pooling_pipeline.evaluation.loadgen import (
     summarize,
 )
 from pooling_pipeline.evaluation.resources_sampler import ResourceSample, ResourceSampler, listener_pid
+from pooling_pipeline.evaluation.server_metrics import MetricsSnapshot, scrape, server_side_summary
+from pooling_pipeline.serving.endpoint_auth import auth_failure_hint, request_headers, tls_verify
 from pooling_pipeline.serving.target import Deployment
 
 VLLM, INCUMBENT = "vllm", "incumbent"
@@ -75,6 +77,14 @@ class Target(BaseModel):
     pids: list[int] = Field(default_factory=list)  # local server processes (empty on a cluster)
     dtype: str | None = None  # as configured, for `conditions`
     gpus: float | None = None  # GPUs the server holds (None on CPU): capacity per GPU and cost
+    # The endpoint's credentials (serving/endpoint_auth.py): sent by every request of the generator, the probe
+    # and the /metrics scrape. Excluded from every dump and repr: a token never reaches metadata or logs.
+    headers: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
+    verify: bool | str = Field(default=True, exclude=True, repr=False)
+
+    def auth(self) -> dict[str, Any]:
+        """The keyword arguments that carry the credentials to the load generator."""
+        return {"headers": self.headers, "verify": self.verify}
 
 
 class ServerCrashed(RuntimeError):
@@ -108,6 +118,8 @@ def plan_targets(
         pids=[int(pid)] if pid else [],
         dtype=cond.flag_value(deployment.args, "--dtype") or "auto",
         gpus=gpus,
+        headers=request_headers(deployment),
+        verify=tls_verify(deployment),
     )
     error = probe(vllm, workload)
     if error:
@@ -145,13 +157,17 @@ def probe(target: Target, workload: Workload, timeout_s: float = 30.0) -> str | 
         resp = httpx.post(
             target.url.rstrip("/") + req.path,
             content=req.body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **target.headers},
             timeout=timeout_s,
+            verify=target.verify,
         )
     except httpx.HTTPError as exc:
         return f"{target.url} unreachable ({type(exc).__name__})"
     if resp.status_code >= 400:
-        return f"{target.url}{req.path} answered HTTP {resp.status_code}: {resp.text[:200]}"
+        hint = auth_failure_hint(resp.status_code)
+        return f"{target.url}{req.path} answered HTTP {resp.status_code}: {resp.text[:200]}" + (
+            f" ({hint})" if hint else ""
+        )
     return None
 
 
@@ -169,7 +185,7 @@ def crash_reason(target: Target, what: str, summary: LoadSummary) -> str | None:
         return None
     gone = [pid for pid in target.pids if not _running(pid)]
     try:
-        httpx.get(target.url.rstrip("/") + "/health", timeout=5.0)
+        httpx.get(target.url.rstrip("/") + "/health", timeout=5.0, headers=target.headers, verify=target.verify)
         alive = True
     except httpx.ConnectError:
         alive = False
@@ -221,6 +237,7 @@ class ServerBench:
                 warmup_s=min(self.plan.warmup_s, window_s),
                 timeout_s=self.plan.timeout_s,
                 label=label,
+                **self.target.auth(),
             )
         )
         self._check_alive(label, summary)
@@ -251,7 +268,14 @@ class ServerBench:
             len(schedule) - schedule.warmup, slo_s=self.slo_ms / 1000.0, min_success_rate=plan.min_success_rate
         )
         result = run_open_loop(
-            self.target.url, self.requests, schedule, workers=workers, timeout_s=plan.timeout_s, label=label, stop=stop
+            self.target.url,
+            self.requests,
+            schedule,
+            workers=workers,
+            timeout_s=plan.timeout_s,
+            label=label,
+            stop=stop,
+            **self.target.auth(),
         )
         summary = summarize(result)
         self._check_alive(label, summary)
@@ -275,6 +299,12 @@ class ServerBench:
             self.contended.append(f"{label}: {point.note}")
         return point
 
+    def _scrape(self) -> MetricsSnapshot | None:
+        """The server's own counters (vLLM's /metrics), with the endpoint's credentials."""
+        if self.target.dialect is not Dialect.OPENAI:
+            return None
+        return scrape(self.target.url, headers=self.target.headers, verify=self.target.verify)
+
     def _check_alive(self, what: str, summary: LoadSummary) -> None:
         reason = crash_reason(self.target, what, summary)
         if reason:
@@ -285,13 +315,24 @@ class ServerBench:
     def warm(self, requests: int = 5) -> None:
         """A few untimed requests first: a server's first answers (lazy initialisation, first kernels)
         can take seconds, which would read as its one-at-a-time latency."""
-        summarize(run_closed_loop(self.target.url, self.requests, concurrency=1, count=requests, timeout_s=60.0))
+        summarize(
+            run_closed_loop(
+                self.target.url, self.requests, concurrency=1, count=requests, timeout_s=60.0, **self.target.auth()
+            )
+        )
 
     def single_stream_p99(self) -> float:
         """p99 at concurrency 1 from >= 30 requests: what decides 'one request at a time already misses the
         SLO' (capacity 0), so it is never decided on a short knee window's handful."""
         s = summarize(
-            run_closed_loop(self.target.url, self.requests, concurrency=1, count=30, timeout_s=self.plan.timeout_s)
+            run_closed_loop(
+                self.target.url,
+                self.requests,
+                concurrency=1,
+                count=30,
+                timeout_s=self.plan.timeout_s,
+                **self.target.auth(),
+            )
         )
         self._check_alive(self._label("closed c=1 x30"), s)
         return s.latency.p99_ms if s.latency.count else math.inf
@@ -330,7 +371,11 @@ class ServerBench:
             # The knee window (or the last repeat) says one request at a time misses the SLO: confirm it on
             # enough requests before calling the capacity 0 (a contention spike must not decide alone).
             self.single_p99_ms = self.single_stream_p99()
+        before = self._scrape()
         search = self._search(repeat)
+        after = self._scrape()
+        if before is not None and after is not None:
+            search.server_side = server_side_summary(before, after, model_name=self.target.model)
         if self.target.pids:
             self._threads_after = cond.thread_cpu(self.target.pids)
         self.searches.append(search)

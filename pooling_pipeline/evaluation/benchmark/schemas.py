@@ -15,6 +15,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pooling_pipeline.evaluation.server_metrics import ServerSideSummary
+
 
 class BenchmarkProfile(StrEnum):
     """Which load profile produced a result: the report says so beside every verdict."""
@@ -83,6 +85,8 @@ class CapacitySearch(BaseModel):
     failed_above_rps: float | None = None  # the lowest failing rate above capacity (None: none failed)
     resolution: float | None = None  # the search stopped once failed_above / capacity <= 1 + resolution
     note: str = ""  # why the search ended early, if it did
+    # What the server's own /metrics counted during this search (vLLM; None when it exports none).
+    server_side: ServerSideSummary | None = None
 
 
 class KneePoint(BaseModel):

@@ -27,9 +27,10 @@ import math
 import multiprocessing as mp
 import queue
 import resource
+import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -166,15 +167,28 @@ def _wanted_s() -> float:
 class _Sender:
     """Per-process state: one session, one URL object per path (parsed once)."""
 
-    def __init__(self, base_url: str, requests: Sequence[PreparedRequest], limit: int) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        requests: Sequence[PreparedRequest],
+        limit: int,
+        headers: Mapping[str, str] | None = None,
+        verify: bool | str = True,
+    ) -> None:
         self.requests = requests
+        # The endpoint's credentials (serving/endpoint_auth.py request_headers / tls_verify) ride on every
+        # request: a token-authenticated endpoint answers 401 to a generator without them.
+        self.headers = {**_HEADERS, **(headers or {})}
+        self.verify = verify
         self.start = 0.0  # set once the session exists, see `_start_in_process` / `_Gate`
         self.urls = {r.path: URL(base_url.rstrip("/") + r.path) for r in requests}
         self.records: list[RequestRecord] = []
         self.limit = limit
 
     def session(self, timeout_s: float) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self.limit, limit_per_host=0, ttl_dns_cache=None, keepalive_timeout=75)
+        connector = aiohttp.TCPConnector(
+            limit=self.limit, limit_per_host=0, ttl_dns_cache=None, keepalive_timeout=75, ssl=_ssl(self.verify)
+        )
         # auto_decompress off and no cookie jar: nothing to do per response but read the bytes.
         return aiohttp.ClientSession(
             connector=connector,
@@ -190,7 +204,7 @@ class _Sender:
         sent = clock() - self.start
         status, error = 0, None
         try:
-            async with session.post(self.urls[req.path], data=req.body, headers=_HEADERS) as resp:
+            async with session.post(self.urls[req.path], data=req.body, headers=self.headers) as resp:
                 status = resp.status
                 await resp.read()
             if status >= 400:
@@ -200,6 +214,11 @@ class _Sender:
         self.records.append(
             RequestRecord(index, planned, sent, clock() - self.start, status, error, req.inputs, req.tokens, warmup)
         )
+
+
+def _ssl(verify: bool | str) -> ssl.SSLContext | bool:
+    """aiohttp's `ssl=`: the system CAs (True), none (False), or a CA bundle file (the in-cluster service CA)."""
+    return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
 
 
 def _start_in_process() -> float:
@@ -215,10 +234,13 @@ async def _open_loop(
     timeout_s: float,
     rule: StopRule | None = None,
     tally: _Tally | None = None,
+    headers: Mapping[str, str] | None = None,
+    verify: bool | str = True,
 ) -> tuple[list[RequestRecord], float, float]:
     """Returns the records, and the busy (running or runnable, see `_wanted_s`) and wall seconds of this
     process's sending thread from the start to its last send."""
-    sender = _Sender(base_url, requests, limit=0)  # no limit: open loop never waits for a connection
+    # No connection limit: open loop never waits for a connection.
+    sender = _Sender(base_url, requests, limit=0, headers=headers, verify=verify)
     clock = time.monotonic
     tally = tally or _Tally()
     inflight: dict[int, float] = {}  # measured requests sent and not answered: index -> planned offset
@@ -295,8 +317,10 @@ async def _closed_loop(
     duration_s: float | None,
     count: int | None,
     timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+    verify: bool | str = True,
 ) -> list[RequestRecord]:
-    sender = _Sender(base_url, requests, limit=concurrency)
+    sender = _Sender(base_url, requests, limit=concurrency, headers=headers, verify=verify)
     clock = time.monotonic
     counter = iter(range(first_index, 1 << 62, stride))
     async with sender.session(timeout_s) as session:
@@ -344,6 +368,8 @@ def _worker_main(job: dict, ready: Any, go: Any, start_at: Any, results: Any, sh
                     job["timeout_s"],
                     job["rule"],
                     _Tally(shared),
+                    job["headers"],
+                    job["verify"],
                 )
             )
         else:
@@ -359,6 +385,8 @@ def _worker_main(job: dict, ready: Any, go: Any, start_at: Any, results: Any, sh
                     job["duration_s"],
                     job["count"],
                     job["timeout_s"],
+                    job["headers"],
+                    job["verify"],
                 )
             )
         results.put((job["worker"], records, _cpu_s() - cpu0, (send_cpu, send_wall), None))
@@ -425,6 +453,8 @@ def run_open_loop(
     timeout_s: float = 30.0,
     label: str = "",
     stop: StopRule | None = None,
+    headers: Mapping[str, str] | None = None,
+    verify: bool | str = True,
 ) -> LoadResult:
     """Send `schedule` to `base_url`, request k using `requests[k % len(requests)]`; with `stop`, end the
     window early once it has certainly failed (`LoadResult.stopped` says why)."""
@@ -437,7 +467,9 @@ def run_open_loop(
         plan = schedule.for_worker(0, 1)
         tally = _Tally()
         records, send_cpu, send_wall = _run_async(
-            lambda: _open_loop(base_url, requests, plan, _start_in_process, schedule.warmup, timeout_s, stop, tally)
+            lambda: _open_loop(
+                base_url, requests, plan, _start_in_process, schedule.warmup, timeout_s, stop, tally, headers, verify
+            )
         )
         cpu, fired = _cpu_s() - cpu0, tally.stopped()
     else:
@@ -452,6 +484,8 @@ def run_open_loop(
                 "warmup": schedule.warmup,
                 "timeout_s": timeout_s,
                 "rule": stop,
+                "headers": dict(headers or {}),
+                "verify": verify,
             }
             for w in range(workers)
         ]
@@ -491,6 +525,8 @@ def run_closed_loop(
     workers: int = 1,
     timeout_s: float = 30.0,
     label: str = "",
+    headers: Mapping[str, str] | None = None,
+    verify: bool | str = True,
 ) -> LoadResult:
     """`concurrency` requests always in flight (split over `workers` processes) for `duration_s` after
     `warmup_s`, or until `count` measured requests are done."""
@@ -510,7 +546,18 @@ def run_closed_loop(
         cpu0 = _cpu_s()
         records = _run_async(
             lambda: _closed_loop(
-                base_url, requests, concurrency, 0, 1, time.monotonic, warmup_s, duration_s, count, timeout_s
+                base_url,
+                requests,
+                concurrency,
+                0,
+                1,
+                time.monotonic,
+                warmup_s,
+                duration_s,
+                count,
+                timeout_s,
+                headers,
+                verify,
             )
         )
         cpu = _cpu_s() - cpu0
@@ -527,6 +574,8 @@ def run_closed_loop(
                 "duration_s": duration_s,
                 "count": counts[w],
                 "timeout_s": timeout_s,
+                "headers": dict(headers or {}),
+                "verify": verify,
             }
             for w in range(workers)
         ]
