@@ -144,8 +144,12 @@ def _serves_our_model(command: LocalCommand) -> bool:
     (another rollout's vLLM, say) may answer /health as well. Another deployment of the same revision in
     another namespace would also pass, but then ours exits on the taken port and the next rollout replaces it.
     """
+    # A server started with an API key (POOLING_ENDPOINT_AUTH) answers /v1/* only with it: without it every
+    # check would read "not ours" until the health timeout.
+    key = command.env.get("VLLM_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        models = httpx.get(f"{command.url}/v1/models", timeout=3.0).json().get("data") or []
+        models = httpx.get(f"{command.url}/v1/models", timeout=3.0, headers=headers).json().get("data") or []
     except (httpx.HTTPError, ValueError, AttributeError):
         return False
     return any(m.get("id") == command.served_model_name and m.get("root") == command.model_dir for m in models)
