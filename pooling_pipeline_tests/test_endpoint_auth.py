@@ -122,14 +122,20 @@ def test_every_client_needs_and_sends_the_api_key_of_a_local_server(local_servin
         vectors = client.authorize(request_headers(deployment), tls_verify(deployment)).embed(["hello", "world"])
         assert len(vectors) == 2 and len(vectors[0]) == 384
 
-        # A raw client (what the API probe and the load generator send) with the same headers is served too.
-        response = httpx.post(
-            f"{deployment.url}/v1/embeddings",
-            json={"model": deployment.served_model_name, "input": "x"},
+        # The API probe of migration_readiness: every endpoint refused without the token, all served with it.
+        from pooling_pipeline.readiness.api_probe import probe_endpoints
+
+        refused_api, why = probe_endpoints(deployment.url, deployment.served_model_name, entry.kind, timeout_s=60)
+        assert refused_api and not any(refused_api.values()), why
+        served_api, why = probe_endpoints(
+            deployment.url,
+            deployment.served_model_name,
+            entry.kind,
+            timeout_s=60,
             headers=request_headers(deployment),
-            timeout=60,
+            verify=tls_verify(deployment),
         )
-        assert response.status_code == 200
+        assert served_api and all(served_api.values()), why
 
         # The load generator: refused without the token, served with the benchmark target's credentials.
         from pooling_pipeline.evaluation.loadgen import Dialect, Workload, prepare, run_closed_loop, summarize
