@@ -120,6 +120,14 @@ def test_the_performance_bar_is_stated_in_the_reason() -> None:
     assert "performance ≥ 1.20× Caikit" in decision.reason
 
 
+def test_a_pass_without_an_incumbent_is_not_claimed_as_a_comparison() -> None:
+    given = [o.model_copy(update={"compared": o.model != MINILM}) for o in outcomes(EVERYTHING)]
+    decision = decide_catalog(given, NOW)
+    assert decision.verdict is Verdict.MIGRATE
+    assert f"(not compared, no incumbent measured: {MINILM})" in decision.reason
+    assert "not compared" not in decide_catalog(outcomes(EVERYTHING), NOW).reason
+
+
 def test_a_catalog_nobody_evaluated_is_not_a_verdict_on_vllm() -> None:
     unevaluated = [o.model_copy(update={"evaluated": False}) for o in outcomes(set())]
     decision = decide_catalog(unevaluated, NOW)

@@ -52,6 +52,7 @@ class ModelOutcome(BaseModel):
     verdict: Verdict  # the model's own verdict (before the catalog rule)
     works: bool  # loads, API and quality pass
     evaluated: bool = True  # False: no run has reached a verdict or a failure yet
+    compared: bool = True  # its benchmark measured the incumbent too (False: no capacity ratio)
 
 
 class RoleCoverage(BaseModel):
@@ -136,6 +137,10 @@ def decide_catalog(
     if not outcomes or not any(o.evaluated for o in outcomes):
         return decision(Verdict.REVISIT, "Evaluate the catalog", "no model has been evaluated yet")
     bar = f"performance ≥ {p.performance_bar:.2f}× Caikit"
+    uncompared = [o.model for o in outcomes if o.verdict is Verdict.MIGRATE and not o.compared]
+    if uncompared:
+        # A model may pass with no incumbent to compare (the local default): never claim a comparison not made.
+        bar += f" (not compared, no incumbent measured: {', '.join(uncompared)})"
     if all(c.covered for c in coverage):
         return decision(Verdict.MIGRATE, "Migrate to vLLM", f"every role works on vLLM with {bar}: {roles}")
     unknown = [c.role.value for c in coverage if not c.covered and not c.evaluated]

@@ -64,8 +64,14 @@ class ReportRow(BaseModel):
         return self.benchmark.profile.value if self.benchmark else ""
 
     def outcome(self) -> ModelOutcome:
+        head = self.headline
         return ModelOutcome(
-            model=self.model, role=self.role, verdict=self.verdict, works=self.works, evaluated=self.evaluated
+            model=self.model,
+            role=self.role,
+            verdict=self.verdict,
+            works=self.works,
+            evaluated=self.evaluated,
+            compared=head is not None and head.capacity_ratio is not None,
         )
 
 
