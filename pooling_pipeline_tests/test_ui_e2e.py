@@ -154,7 +154,7 @@ def _close_dialog(page) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(1200)
 def test_demo_prints_endpoints_and_a_verdict_for_every_model(demo_home) -> None:
     _, _, output = demo_home
     assert "verdicts" in output
@@ -173,7 +173,7 @@ def test_demo_prints_endpoints_and_a_verdict_for_every_model(demo_home) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(1200)
 def test_ui_shows_the_asset_graph_verdict_table_and_benchmark_plot(webserver, browser) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
