@@ -74,6 +74,18 @@ def collect(instance: Any, models: list[str], runs: dict[str, ModelRuns], since:
             row.seconds.append(float(_value(bench, "duration_s")))
 
 
+def catalog_verdict(instance: Any, catalog: Any) -> str:
+    """The seed's matrix over the latest rows, as readiness_report and the demo compute it (default policy)."""
+    from datetime import UTC, datetime
+
+    from pooling_pipeline.readiness.history import gather_rows
+    from pooling_pipeline.readiness.report import apply_catalog_rule
+
+    rows, _ = gather_rows(instance, catalog)
+    _, decision = apply_catalog_rule(rows, datetime.now(UTC))
+    return decision.verdict.value
+
+
 def run_job(instance: Any, job_name: str, partition: str | None) -> bool:
     """One job run in this process, as automation/demo.py runs them (INFO logs to the terminal)."""
     from pooling_pipeline.automation.jobs import MODEL_TAG, TRIGGER_TAG
@@ -138,6 +150,7 @@ def main() -> int:
     instance = dg.DagsterInstance.get()
     register(instance)
     runs: dict[str, ModelRuns] = {}
+    catalog_verdicts: list[str] = []
     for k in range(1, args.runs + 1):
         print(f"\n=== run {k} of {args.runs}", flush=True)
         since = time.time()
@@ -145,6 +158,8 @@ def main() -> int:
             ok = run_job(instance, "model_pipeline_job", model)
             print(f"  {'ok    ' if ok else 'FAILED'} {model} ({time.time() - since:.0f}s into the run)", flush=True)
         collect(instance, models, runs, since)
+        catalog_verdicts.append(catalog_verdict(instance, catalog))
+        print(f"  catalog: {catalog_verdicts[-1]} (run {k} took {time.time() - since:.0f}s)", flush=True)
 
     print(f"\nverdict stability: {args.runs} runs of the local catalog (benchmark + readiness)")
     width = max(len(m) for m in models) if models else 10
@@ -154,7 +169,9 @@ def main() -> int:
         print(f"{'':<{width}}  capacity ratio per run: {' / '.join(row.ratios)}; benchmark s: {spent}")
     agreeing = sum(1 for r in runs.values() if r.agree)
     print(f"{agreeing}/{len(runs)} models gave the same verdict in all {args.runs} runs")
-    return 0 if agreeing == len(runs) else 1
+    same = len(set(catalog_verdicts)) == 1
+    print(f"catalog verdict per run: {' / '.join(catalog_verdicts)} ({'AGREE' if same else 'DIFFER'})")
+    return 0 if agreeing == len(runs) and same else 1
 
 
 if __name__ == "__main__":
