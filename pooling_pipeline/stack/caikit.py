@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -302,6 +303,21 @@ def caikit_support(entry: CatalogEntry, layout: StackLayout | None = None) -> st
     return None
 
 
+def compute_threads() -> int:
+    """The torch threads vLLM-CPU computes with on this machine, so Caikit gets as many.
+
+    vLLM's automatic CPU binding (VLLM_CPU_OMP_THREADS_BIND=auto, the local default) reserves one core per
+    local rank for its scheduler process and gives the model's OpenMP threads the rest, one per physical
+    core (vllm/utils/ompmultiprocessing.py, `reserve_cpu_num` and `_get_autobind_cpu_ids`, in vllm-cpu
+    0.32). Caikit's torch would otherwise take every core, and a 2-core machine would compare one vLLM
+    thread with two Caikit threads.
+    """
+    import psutil
+
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 def running_pid(layout: StackLayout) -> int | None:
     return read_pid(pid_file(layout))
 
@@ -351,6 +367,10 @@ def up(layout: StackLayout, *, port: int, hf_endpoint: str | None, report: Repor
         "RUNTIME_LAZY_LOAD_LOCAL_MODELS": "false",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
+        # The same compute-thread budget as vLLM-CPU (issue 11, equal footing): the load benchmark reports
+        # both servers' thread variables and busy threads (evaluation/benchmark/conditions.py).
+        "OMP_NUM_THREADS": str(compute_threads()),
+        "MKL_NUM_THREADS": str(compute_threads()),
     }
     # Run a copy from the Caikit folder: started from here, the script's own folder (pooling_pipeline/stack/,
     # which holds this caikit.py) would come first on sys.path and shadow the real `caikit` package.
