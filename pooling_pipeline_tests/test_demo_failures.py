@@ -7,11 +7,7 @@ revision the hub does not have: the run fails in hf_snapshot, and nothing is lef
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -22,8 +18,8 @@ from pooling_pipeline.catalog import LOCAL_CATALOG
 from pooling_pipeline.ingest.assets import hf_snapshot
 from pooling_pipeline.resources.hub import HubResource
 from pooling_pipeline.stack.processes import free_port
+from pooling_pipeline_tests.fixtures.stack import run_demo_cli
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MINILM = "all-minilm-l6-v2"
 
 
@@ -69,22 +65,7 @@ def test_demo_exits_non_zero_naming_the_failed_run_step_and_cause(local_stack, v
     catalog["models"][0]["revision"] = "v0-does-not-exist"
     path = tmp_path / "models.broken.yaml"
     path.write_text(yaml.safe_dump(catalog))
-    env = {
-        **os.environ,
-        **local_stack.env,
-        "DAGSTER_HOME": str(tmp_path / "dagster-home"),
-        "POOLING_TARGET": "local",
-        "POOLING_CATALOG": str(path),
-    }
-    cli = Path(sys.executable).with_name("pooling-pipeline")
-    proc = subprocess.run(
-        [str(cli), "demo", "--no-ui", "--no-incumbent"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=840,
-    )
+    proc, _ = run_demo_cli(local_stack, tmp_path / "dagster-home", path, timeout_s=840)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"FAILED  model_pipeline_job[{MINILM}]" in proc.stdout
     # register_runtime_job, the model's run and readiness_report_job: at least the model's run failed.

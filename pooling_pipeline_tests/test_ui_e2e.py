@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import yaml
 from pooling_pipeline.automation.demo import start_ui, wait_for_ui
 from pooling_pipeline.catalog import LOCAL_CATALOG, active_catalog, load_catalog
 from pooling_pipeline.stack.processes import free_port
+from pooling_pipeline_tests.fixtures.stack import run_demo_cli
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
@@ -54,22 +54,7 @@ def demo_home(tmp_path_factory, local_stack, vllm_python) -> Iterator[tuple[Path
     catalog["models"] = [m for m in catalog["models"] if m["name"] in DEMO_MODELS]
     catalog_file = home / "models.demo-test.yaml"
     catalog_file.write_text(yaml.safe_dump(catalog, sort_keys=False))
-    env = {
-        **os.environ,
-        **local_stack.env,
-        "DAGSTER_HOME": str(home),
-        "POOLING_TARGET": "local",
-        "POOLING_CATALOG": str(catalog_file),
-    }
-    cli = Path(sys.executable).with_name("pooling-pipeline")
-    proc = subprocess.run(
-        [str(cli), "demo", "--no-ui", "--no-incumbent"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DEMO_TIMEOUT_S,
-    )
+    proc, env = run_demo_cli(local_stack, home, catalog_file, timeout_s=DEMO_TIMEOUT_S)
     output = proc.stdout + proc.stderr
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "demo-output.txt").write_text(output)
