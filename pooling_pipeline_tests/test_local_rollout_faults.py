@@ -74,7 +74,9 @@ def test_storage_download_of_an_unfinished_upload_fails_before_any_server_starts
     client.put_object(Bucket=local_stack.state.bucket, Key=prefix + "config.json", Body=b"{}")
     manifests = renamed(minilm_ingested.manifests, f"minilm-unfinished-{commit[:8]}", commit=commit)
     uri = f"s3://{local_stack.state.bucket}/{prefix}"
-    manifests.inference_service["spec"]["predictor"]["model"]["storageUri"] = uri
+    # Where the storage initializer downloads from, whichever storage shape the InferenceService carries
+    # (neither has a storageUri any more, so setting one in the spec would change nothing).
+    manifests = manifests.model_copy(update={"storage_uri": uri})
 
     with pytest.raises(RolloutError) as caught:
         target.deploy(manifests, vllm_version="0.32.0")
