@@ -240,10 +240,39 @@ def start(layout: StackLayout, state: StackState, *, timeout_s: float = 90.0) ->
     try:
         wait_http_ok(f"{state.s3_endpoint}/healthz", timeout_s=timeout_s, process=proc)
         ensure_bucket(state, timeout_s=timeout_s)
+        wait_data_ready(state, timeout_s=timeout_s)
     except StackError as exc:
         stop_from_pid_file(pid_file(layout))
         raise StackError(f"{exc}\nSeaweedFS log ({log_path(layout)}):\n{tail(log_path(layout), 15)}") from None
     return proc, state
+
+
+READY_KEY = ".pooling-pipeline/ready"
+
+
+def wait_data_ready(state: StackState, *, timeout_s: float = 60.0) -> None:
+    """Wait until an object can be written and read back. `/healthz` and the bucket answer as soon as the
+    master and filer are up, but until the volume server has registered its volumes with the master a read
+    answers 500 InternalError (seen right after a restart, data kept), so `stack up` waits for a round trip."""
+    client = s3_client(state, max_attempts=1)
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            client.put_object(Bucket=state.bucket, Key=READY_KEY, Body=b"ok")
+            if client.get_object(Bucket=state.bucket, Key=READY_KEY)["Body"].read() == b"ok":
+                return
+            last = "read back other bytes"
+        except ClientError as exc:
+            last = str(exc.response.get("Error", {}).get("Code", "")) or type(exc).__name__
+        except BotoCoreError as exc:
+            last = type(exc).__name__
+        time.sleep(0.3)
+    raise StackError(
+        f"SeaweedFS at {state.s3_endpoint} answers but cannot store and read an object within {timeout_s:.0f}s "
+        f"(last: {last}): its volume server did not come up; see its log, or `pooling-pipeline stack down` then "
+        "`stack up`"
+    )
 
 
 def is_healthy(state: StackState, *, wait_s: float = 0.0) -> bool:
