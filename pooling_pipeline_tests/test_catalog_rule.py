@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from pooling_pipeline.catalog import CLUSTER_CATALOG, ModelKind, load_catalog
+from pooling_pipeline.catalog import CLUSTER_CATALOG, ModelKind, Role, load_catalog
 from pooling_pipeline.readiness.catalog_rule import (
     CatalogPolicy,
     ModelOutcome,
@@ -126,6 +126,25 @@ def test_a_pass_without_an_incumbent_is_not_claimed_as_a_comparison() -> None:
     assert decision.verdict is Verdict.MIGRATE
     assert f"(not compared, no incumbent measured: {MINILM})" in decision.reason
     assert "not compared" not in decide_catalog(outcomes(EVERYTHING), NOW).reason
+
+
+@pytest.mark.parametrize("role_kind", [ModelKind.RERANKER, ModelKind.EMBEDDING])
+def test_a_role_whose_comparison_was_inconclusive_is_re_measured_not_decided(role_kind) -> None:
+    # Every other role passes; the role's models work, but their capacity ratio straddled the bar.
+    multilingual = {m.name for m in CATALOG.models if m.role is Role.MULTILINGUAL_EMBEDDING}
+    noisy = RERANKERS if role_kind is ModelKind.RERANKER else multilingual
+    assert noisy
+    given = [
+        o.model_copy(update={"verdict": Verdict.REVISIT, "works": True}) if o.model in noisy else o
+        for o in outcomes(EVERYTHING)
+    ]
+    decision = decide_catalog(given, NOW)
+    assert decision.verdict is Verdict.REVISIT and decision.action.startswith("Re-measure ")
+    assert "inconclusive" in decision.reason and "nightly" in decision.reason
+    # The same role failing its quality checks is a decision: hybrid for the reranker, keep Caikit otherwise.
+    failed = [o.model_copy(update={"works": False}) if o.model in noisy else o for o in given]
+    expected = Verdict.HYBRID if role_kind is ModelKind.RERANKER else Verdict.KEEP_INCUMBENT
+    assert decide_catalog(failed, NOW).verdict is expected
 
 
 def test_a_catalog_nobody_evaluated_is_not_a_verdict_on_vllm() -> None:

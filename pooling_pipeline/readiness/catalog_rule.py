@@ -18,7 +18,10 @@ General form, over the roles the catalog declares (catalog/schema.py `Role`):
 - nothing works                                        -> keep Caikit;
 - anything else ("only MiniLM works": something works, but an embedding role is not covered, or it works
   but below the bar)                                   -> keep Caikit, revisit on verdict time + N months;
-- a role not covered whose models were never evaluated -> revisit (the matrix cannot be read yet).
+- a role not covered whose models were never evaluated -> revisit (the matrix cannot be read yet);
+- a role not covered where a model works but its comparison was inconclusive (its own verdict `revisit`,
+  the capacity-ratio interval straddling the bar)      -> revisit ("re-measure"): deciding hybrid or keep
+  Caikit would claim a result the measurement did not give.
 
 Pure: the decision is a function of the per-model outcomes, the time of the verdict and the policy.
 """
@@ -117,6 +120,12 @@ def _describe(coverage: Sequence[RoleCoverage], outcomes: Sequence[ModelOutcome]
     return "; ".join(parts)
 
 
+def _measured_inconclusive(coverage: RoleCoverage, outcomes: Sequence[ModelOutcome]) -> bool:
+    """Some model of the role works (loads, API, quality) and its own verdict is `revisit`: only the
+    performance comparison is undecided."""
+    return any(o.model in coverage.models and o.works and o.verdict is Verdict.REVISIT for o in outcomes)
+
+
 def decide_catalog(
     outcomes: Sequence[ModelOutcome], decided_at: datetime, policy: CatalogPolicy | None = None
 ) -> CatalogDecision:
@@ -148,6 +157,17 @@ def decide_catalog(
         # A role nobody evaluated is not a role that failed: the matrix cannot be read yet.
         reason = f"no model of {', '.join(unknown)} has been evaluated yet: {roles}"
         return decision(Verdict.REVISIT, "Evaluate the catalog", reason)
+    inconclusive = [c for c in coverage if not c.covered and _measured_inconclusive(c, outcomes)]
+    if inconclusive:
+        # A role whose model works but whose comparison straddled the bar is not a role that fails: "hybrid"
+        # or "keep Caikit" would be a decision the measurement did not make. The nightly profile decides it.
+        names = ", ".join(c.role.value for c in inconclusive)
+        return decision(
+            Verdict.REVISIT,
+            f"Re-measure {names}",
+            f"{names} works on vLLM but its performance is inconclusive (within measurement noise): re-run "
+            f"load_benchmark with more repeats (the nightly profile) before deciding; {roles}",
+        )
     embeddings = [c for c in coverage if c.role.kind is ModelKind.EMBEDDING]
     if embeddings and all(c.covered for c in embeddings):
         return decision(
