@@ -42,7 +42,7 @@ def parse_vllm_version(version: str) -> tuple[int, int, int]:
 
 def needs_convert(architecture: str | None) -> bool:
     """True when the architecture is generative in vLLM and must be adapted to pool."""
-    return bool(architecture) and architecture.endswith(_GENERATIVE_SUFFIXES)  # type: ignore[union-attr]
+    return architecture is not None and architecture.endswith(_GENERATIVE_SUFFIXES)
 
 
 def pooling_args(vllm_version: str, kind: ModelKind | str, architecture: str | None = None) -> list[str]:

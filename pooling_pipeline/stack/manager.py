@@ -304,12 +304,10 @@ def stack_status(layout: StackLayout | None = None) -> dict[str, Any]:
         },
         "caikit": {"endpoint": state.caikit_endpoint if state else None},
     }
-    caikit_status = _optional_hook("pooling_pipeline.stack.caikit", "status")
-    if caikit_status is not None:
-        try:
-            status["caikit"].update(dict(caikit_status(layout)))  # type: ignore[call-overload]
-        except Exception as exc:  # noqa: BLE001 - status must report, not fail
-            status["caikit"]["error"] = str(exc)
+    try:
+        status["caikit"].update(caikit.status(layout))
+    except Exception as exc:  # noqa: BLE001 - status must report, not fail
+        status["caikit"]["error"] = str(exc)
     status["running"] = bool(status["s3"]["healthy"] and status["hub"]["healthy"])
     return status
 
