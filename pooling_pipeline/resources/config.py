@@ -387,6 +387,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
     target = target_name(env)
     local = target == "local"
     catalog, crds, home = _get(env, "POOLING_CATALOG"), _get(env, "POOLING_KSERVE_CRDS"), _get(env, "DAGSTER_HOME")
+    scratch_root = _scratch_root(env, target)
     return Settings(
         target=target,
         namespace=_cluster_setting(env, "POOLING_NAMESPACE"),
@@ -397,7 +398,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         kserve_crds=Path(crds) if crds else None,
         dagster_home=Path(home) if home else None,
         local_vllm_version=_get(env, "POOLING_LOCAL_VLLM_VERSION"),
-        scratch_root=_scratch_root(env, target),
+        scratch_root=scratch_root,
         s3=S3Settings(
             endpoint_url=_get(env, "AWS_ENDPOINT_URL"),
             region=_cluster_setting(env, "AWS_DEFAULT_REGION"),
@@ -409,7 +410,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         hub=HubSettings(
             endpoint=_get(env, "HF_ENDPOINT"),
             token_set=bool(_get(env, "HF_TOKEN")),
-            cache_dir=_hf_cache_dir(env, target, _scratch_root(env, target)),
+            cache_dir=_hf_cache_dir(env, target, scratch_root),
         ),
         cluster=None if local else _cluster(env),
         readiness=_readiness(env),

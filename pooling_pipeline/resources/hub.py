@@ -166,6 +166,9 @@ class HubResource(dg.ConfigurableResource):
         if self._repo_exists(repo_id):
             # olah answers RepoNotFound for a missing revision of a repo it has.
             return self._revision_missing(repo_id, revision)
+        return self._repo_missing(repo_id)
+
+    def _repo_missing(self, repo_id: str) -> HubError:
         token_hint = "HF_TOKEN has no access to it" if self.token else "it is private and needs HF_TOKEN"
         return HubError(
             f"{repo_id} is not on {self._where()} (or {token_hint}): check `repo_id` in the catalog; "
@@ -183,7 +186,7 @@ class HubResource(dg.ConfigurableResource):
         # before calling it unreachable, so a missing repo is still named as missing.
         exists = self._repo_exists(repo_id)
         if exists is False:
-            return self._not_found(repo_id, revision)
+            return self._repo_missing(repo_id)
         if exists:
             return HubError(
                 f"the hub at {self._where()} has {repo_id} but dropped the download of {revision!r} ({reason}) and "

@@ -303,7 +303,7 @@ class ServerBench:
         """The server's own counters (vLLM's /metrics), with the endpoint's credentials."""
         if self.target.dialect is not Dialect.OPENAI:
             return None
-        return scrape(self.target.url, headers=self.target.headers, verify=self.target.verify)
+        return scrape(self.target.url, **self.target.auth())
 
     def _check_alive(self, what: str, summary: LoadSummary) -> None:
         reason = crash_reason(self.target, what, summary)
