@@ -8,6 +8,7 @@ every bound below is derived from it, with the reason written beside it.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pytest
 
@@ -21,7 +22,13 @@ from pooling_pipeline.evaluation.benchmark.runner import (
     Target,
     run_load_benchmark,
 )
-from pooling_pipeline.evaluation.benchmark.schemas import BenchmarkProfile, Interval, PointKind, SearchPoint
+from pooling_pipeline.evaluation.benchmark.schemas import (
+    BenchmarkProfile,
+    CapacitySearch,
+    Interval,
+    PointKind,
+    SearchPoint,
+)
 from pooling_pipeline.evaluation.benchmark.search import repeat_step, search_capacity
 from pooling_pipeline.evaluation.loadgen import (
     Dialect,
@@ -102,6 +109,92 @@ def test_interval_coverage_and_knee():
     assert stats.knee_index([40, 80, 150, 158], 0.10) == 3
     assert stats.knee_index([40, 80, 160], 0.10) is None
     assert Interval(median=1, low=0.8, high=1.2, n=3).fmt() == "1.00 [0.80, 1.20]"
+
+
+def test_more_repeats_leave_out_one_extreme_on_each_side_at_the_same_coverage():
+    # k is the largest rank whose [x(k), x(n+1-k)] still covers the median >= 75 % (what [min, max] of 3 has).
+    assert [stats.median_rank(n) for n in (2, 3, 4, 5, 6, 7, 8, 9)] == [1, 1, 1, 1, 2, 2, 2, 3]
+    assert round(stats.order_coverage(6, 2), 4) == 0.7812  # 1 - 2 x (1 + 6) / 64
+    assert stats.order_coverage(3, 2) == 0.0  # no such interval
+    # One outlier repeat (1.1) out of six no longer sets the lower bound: x(2) = 1.9 does.
+    iv = stats.ratio_interval([2.0, 1.1, 2.1, 1.9, 2.0, 2.2], [1.0] * 6, 0.25)
+    assert iv is not None and iv.n == 6 and iv.confidence == stats.order_coverage(6, 2)
+    assert iv.low == pytest.approx(1.9 / 1.25) and iv.high == pytest.approx(2.1 * 1.25)
+    assert "[x(2), x(5)]" in iv.method
+    cap = stats.capacity_interval([10.0, 5.0, 11.0, 10.0, 12.0, 10.0], [12.0] * 6, 0.1)
+    # low: x(2) of [5, 10, 10, 10, 11, 12] (the 5 left out); high: x(5) of min(hi, lo x 1.1) = [5.5, 11, 11, 11,
+    # 12, 12]. With [min, max] the low would be the outlier 5.
+    assert cap.low == 10.0 and cap.high == 12.0
+
+
+def test_only_a_straddling_ratio_with_its_median_clear_of_the_bar_is_worth_more_repeats():
+    def iv(median: float, low: float, high: float) -> Interval:
+        return Interval(median=median, low=low, high=high, n=3)
+
+    assert stats.worth_extending(iv(1.43, 0.91, 1.78), 1.0, 0.25)  # median / 1.25 = 1.14: an outlier drags low
+    assert stats.worth_extending(iv(0.70, 0.50, 1.05), 1.0, 0.25)  # median x 1.25 = 0.88: below, one outlier up
+    assert not stats.worth_extending(iv(1.10, 0.80, 1.50), 1.0, 0.25)  # the median itself is within a step
+    assert not stats.worth_extending(iv(2.00, 1.50, 2.60), 1.0, 0.25)  # already clear: nothing to settle
+
+
+class _Scripted(ServerBench):
+    """A ServerBench whose searches return scripted capacities (vLLM vs the incumbent, per repeat)."""
+
+    script: ClassVar[dict[str, list[float]]] = {}
+    order: ClassVar[list[tuple[int, str]]] = []
+
+    def run_repeat(self, repeat: int) -> CapacitySearch:
+        rate = self.script[self.target.name][repeat]
+        self.order.append((repeat, self.target.name))
+        search = CapacitySearch(
+            server=self.target.name,
+            workload=self.workload.label,
+            inputs_per_request=1,
+            slo_p99_ms=100.0,
+            capacity_rps=rate,
+            failed_above_rps=rate * 1.25,
+            repeat=repeat,
+        )
+        self.searches.append(search)
+        return search
+
+
+@pytest.mark.parametrize(
+    ("vllm", "bar", "repeats", "settled"),
+    [
+        ([2.0, 2.0, 1.1, 2.0, 2.1, 1.9], 1.0, 6, True),  # an outlier in 3: extended, and settled above the bar
+        ([1.2, 1.1, 0.8, 1.2, 1.1, 1.2], 1.0, 3, False),  # median within a step of the bar: not worth it
+        ([2.0, 2.0, 1.1, 2.0, 2.1, 1.9], None, 3, False),  # no decision bar given: the planned repeats only
+        ([2.0, 1.9, 2.1, 2.0, 2.0, 2.0], 1.0, 3, True),  # clear after 3: nothing to settle
+    ],
+)
+def test_a_close_comparison_gets_more_repeats_and_a_clear_one_does_not(monkeypatch, vllm, bar, repeats, settled):
+    from pooling_pipeline.evaluation.benchmark import runner
+
+    monkeypatch.setattr(runner, "ServerBench", _Scripted)
+    _Scripted.script, _Scripted.order = {VLLM: vllm, runner.INCUMBENT: [1.0] * 6}, []
+    targets = [
+        Target(name=VLLM, url="http://127.0.0.1:9", model="m", dialect=Dialect.OPENAI),
+        Target(name=runner.INCUMBENT, url="http://127.0.0.1:9", model="m", dialect=Dialect.CAIKIT),
+    ]
+    logs: list[str] = []
+    plan = plan_for(BenchmarkProfile.DEMO)
+    assert (plan.repeats, plan.max_repeats) == (3, 6)
+    comparison, _ = runner.compare_workload(targets, Workload(), plan, log=logs.append, decision_bar=bar)
+    ratio = comparison.capacity_ratio
+    assert ratio is not None and ratio.n == repeats == comparison.vllm.capacity_rps.n
+    assert (comparison.extended is not None) == (repeats == 6)
+    assert (ratio.low >= 1.0) == settled
+    # Alternation continues through the extra repeats: vLLM first in even repeats, the incumbent in odd.
+    firsts = [name for r, name in _Scripted.order[::2]]
+    assert firsts == [VLLM if r % 2 == 0 else runner.INCUMBENT for r in range(repeats)]
+    if repeats == 6:
+        assert any("repeats 3 -> 6" in line for line in logs)
+
+
+def test_max_repeats_below_repeats_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="max_repeats 2 < repeats 3"):
+        plan_for("demo", max_repeats=2)
 
 
 def test_a_repeat_where_the_incumbent_sustained_nothing_counts_as_a_lower_bound_of_the_ratio():

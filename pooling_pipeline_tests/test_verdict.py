@@ -188,6 +188,14 @@ CASES = [
         "capacity ratio 0.95 [0.83, 1.08]: within measurement noise",
     ),
     (
+        "an_inconclusive_reason_says_how_many_repeats_and_what_next",
+        ready(benchmark=bench(workload(ratio=(0.95, 0.83, 1.08)))),
+        None,
+        Verdict.REVISIT,
+        Criterion.PERFORMANCE,
+        "inconclusive after 3 repeats: re-measure with the nightly profile",
+    ),
+    (
         "upper_bound_below_the_bar_keeps_incumbent",
         ready(benchmark=bench(workload(ratio=(0.62, 0.55, 0.70)))),
         None,

@@ -17,7 +17,7 @@ from pooling_pipeline.evaluation.benchmark.profiles import BenchmarkPlan, defaul
 from pooling_pipeline.evaluation.benchmark.runner import plan_targets, run_load_benchmark
 from pooling_pipeline.evaluation.benchmark.schemas import LoadBenchmarkResult
 from pooling_pipeline.partitions import model_partitions
-from pooling_pipeline.resources.config import default_gpu_hour_price
+from pooling_pipeline.resources.config import default_gpu_hour_price, readiness_defaults
 from pooling_pipeline.resources.k8s_tags import benchmark_op_tags
 from pooling_pipeline.resources.s3 import S3Resource
 from pooling_pipeline.resources.scratch import ScratchResource
@@ -30,6 +30,13 @@ class LoadBenchmarkConfig(dg.Config):
 
     profile: str | None = Field(None, description="demo | nightly; default: demo locally, nightly on a cluster")
     repeats: int | None = Field(None, description="capacity searches per server and workload (>= 2)")
+    max_repeats: int | None = Field(None, description="repeats at most where the ratio straddles the bar (6)")
+    decision_bar: float = Field(
+        default_factory=lambda: readiness_defaults().min_capacity_ratio,
+        gt=0,
+        description="the capacity ratio readiness decides on (POOLING_READINESS_MIN_CAPACITY_RATIO): a ratio "
+        "interval that straddles it gets the extra repeats",
+    )
     resolution: float | None = Field(None, description="search resolution: 0.05 = within 5 %")
     requests_per_point: int | None = None
     min_window_s: float | None = None
@@ -137,7 +144,7 @@ def load_benchmark(
     result, samples = run_load_benchmark(
         entry.name, targets, workloads, plan, log=context.log.info, incumbent_error=why,
         cold_start_s=inference_service.cold_start_s, gpu_hour_price=config.gpu_hour_price,
-        dcgm_url=config.dcgm_metrics_url, dcgm_pod=pod,
+        dcgm_url=config.dcgm_metrics_url, dcgm_pod=pod, decision_bar=config.decision_bar,
     )  # fmt: skip
     out_dir = Path(config.results_dir) if config.results_dir else scratch.benchmark_dir(entry.name, result.started_at)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ def _inputs_md(r: ModelReadiness) -> str:
         rows.append(["benchmark", "not run"])
     else:
         rows += [
-            ["benchmark profile", f"{b.profile.value}, {b.repeats} repeats, started {b.started_at}"],
+            ["benchmark profile", f"{b.profile.value}, {b.repeats_text()}, started {b.started_at}"],
             ["conditions", "; ".join(f"{k} {v}" for k, v in b.conditions.items()) or "—"],
             ["success rate", fmt(b.success_rate, 4)],
         ]

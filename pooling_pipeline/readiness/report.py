@@ -303,7 +303,7 @@ def render_performance(benchmarks: list[tuple[str, LoadBenchmarkResult]]) -> str
 def render_conditions(rows: list[ReportRow]) -> str:
     """Under which conditions each benchmark ran (dtype, CPU threads ...), as load_benchmark states them."""
     lines = [
-        f"- **{model}** (profile {b.profile.value}, {b.repeats} repeats, started {b.started_at}): "
+        f"- **{model}** (profile {b.profile.value}, {b.repeats_text()}, started {b.started_at}): "
         + ("; ".join(f"{k} {v}" for k, v in b.conditions.items()) or "no conditions recorded")
         for model, b in benchmarks_of(rows)
     ]

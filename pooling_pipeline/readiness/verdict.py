@@ -277,6 +277,7 @@ def _performance(judge: _Judge, bench: LoadBenchmarkResult, t: ReadinessThreshol
     if not compared or not judge.inputs.has_incumbent:
         return _not_compared(judge, bench, t)
     texts = {w.workload: _ratio_text(w, ratio) for w, ratio in compared}
+    ratios = {w.workload: ratio for w, ratio in compared}
     below = [w.workload for w, ratio in compared if ratio.high < bar]
     if below:
         reasons = (
@@ -288,7 +289,8 @@ def _performance(judge: _Judge, bench: LoadBenchmarkResult, t: ReadinessThreshol
     if noisy:
         reasons = (
             f"performance vs incumbent: {texts[n][0]}: within measurement noise (the interval straddles the bar "
-            f"{bar:.2f}) {texts[n][1]}; inconclusive: re-run load_benchmark with more repeats"
+            f"{bar:.2f}) {texts[n][1]}; inconclusive after {ratios[n].n} repeats: re-measure with the nightly "
+            "profile (finer resolution, longer windows)"
             for n in noisy
         )
         return judge.fail(Criterion.PERFORMANCE, Verdict.REVISIT, *reasons)

@@ -6,6 +6,11 @@ so there is an interval; latency from the planned send; the same search) and giv
 one workload per model, a coarser resolution, and windows of at most `max_window_s` (at a low rate that
 holds fewer requests than a p99 deserves; the report shows each window's request count).
 
+Both run `repeats` capacity searches per server, and up to `max_repeats` (6) for a workload whose capacity
+ratio straddles the decision bar with its median clear of it (benchmark/stats.py `worth_extending`): the
+time goes where the verdict is close, and six is the first count whose interval can leave out one
+outlier repeat on each side.
+
 NIGHTLY is the full re-validation (and the cluster's default): every workload (batch sizes 1/16/32/64,
 rerank of 16 documents), 5 % resolution, windows sized for >= 300 requests each.
 
@@ -18,7 +23,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from pooling_pipeline.catalog import ModelKind
 from pooling_pipeline.evaluation.benchmark.schemas import BenchmarkProfile
@@ -30,6 +35,9 @@ class BenchmarkPlan(BaseModel):
 
     profile: BenchmarkProfile
     repeats: int = Field(3, ge=2, description="capacity searches per server and workload (>= 2: an interval)")
+    max_repeats: int = Field(
+        6, ge=2, description="repeats at most, spent only where the ratio interval straddles the decision bar"
+    )
     resolution: float = Field(0.05, gt=0, le=1, description="bisect until failing / passing rate <= 1 + this")
     requests_per_point: int = Field(300, ge=10, description="requests an open-loop window aims to hold")
     min_window_s: float = Field(2.0, gt=0, description="shortest measured window, seconds")
@@ -58,6 +66,15 @@ class BenchmarkPlan(BaseModel):
     generator_target_busy: float = Field(
         0.5, gt=0, le=1, description="add generator processes so each stays below this share of a core"
     )
+
+    @model_validator(mode="after")
+    def _repeats_within_max(self) -> BenchmarkPlan:
+        if self.max_repeats < self.repeats:
+            raise ValueError(
+                f"max_repeats {self.max_repeats} < repeats {self.repeats}: max_repeats is the most a close "
+                "comparison may run; set it to at least repeats (equal: never extend)"
+            )
+        return self
 
     def slo_for(self, workload: Workload) -> float:
         if workload.label in self.slo_overrides:

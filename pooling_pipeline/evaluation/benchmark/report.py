@@ -78,7 +78,8 @@ def conditions_table(result: LoadBenchmarkResult) -> str:
     rows = ["| condition | value |", "|---|---|"]
     rows += [f"| {k} | {v} |" for k, v in result.conditions.items()]
     rows.append(
-        f"| repeats | {result.repeats} (profile {result.profile.value}, resolution {fmt(result.resolution, 2)}) |"
+        f"| repeats | {result.repeats_text()}, at most {result.max_repeats or result.repeats} (profile "
+        f"{result.profile.value}, resolution {fmt(result.resolution, 2)}) |"
     )
     return "\n".join(rows)
 
@@ -93,7 +94,7 @@ def headline(result: LoadBenchmarkResult) -> str:
         if w.incumbent is not None:
             line += f", incumbent {w.incumbent.capacity_rps.fmt(1)} req/s"
         if w.capacity_ratio is not None:
-            line += f", ratio {w.capacity_ratio.fmt(2)}"
+            line += f", ratio {w.capacity_ratio.fmt(2)} over {w.capacity_ratio.n} repeats"
         lines.append(line)
     return "\n".join(lines) or f"{result.model}: no workload measured"
 

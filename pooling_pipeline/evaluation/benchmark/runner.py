@@ -7,7 +7,9 @@ Per workload, for each repeat r = 0..n-1, each server runs its capacity search; 
 (vLLM first in even repeats, the incumbent first in odd ones) so neither always follows the other's
 load. Only the server under test carries load. Repeat 0 of each server starts with the closed-loop
 knee sweep (concurrency 1, 2, 4, ... until throughput stops growing: the calibration, and the plot).
-Repeats of the two servers with the same index are paired for the capacity ratio.
+Repeats of the two servers with the same index are paired for the capacity ratio. A ratio whose interval
+straddles the decision bar (readiness's performance bar) with its median clear of it gets more repeats,
+up to `max_repeats` (stats.worth_extending says why that, and only that, is worth the time).
 
 Generator processes are chosen from a measurement, not assumed: every open-loop window reports the
 generator's CPU seconds per request while sending, and the next window gets enough processes that each
@@ -38,6 +40,7 @@ from pooling_pipeline.evaluation.benchmark.points import search_point
 from pooling_pipeline.evaluation.benchmark.profiles import BenchmarkPlan
 from pooling_pipeline.evaluation.benchmark.schemas import (
     CapacitySearch,
+    Interval,
     KneePoint,
     LoadBenchmarkResult,
     PointKind,
@@ -484,23 +487,41 @@ def compare_workload(
     log: Log,
     samplers: dict[str, ResourceSampler] | None = None,
     gpu_hour_price: float | None = None,
+    decision_bar: float | None = None,
 ) -> tuple[WorkloadComparison, dict[str, ServerBench]]:
-    """Every repeat of every server on one workload, alternating; raises ServerCrashed."""
+    """Every repeat of every server on one workload, alternating; raises ServerCrashed.
+
+    After `plan.repeats`, a ratio interval that straddles `decision_bar` with its median clear of it
+    (stats.worth_extending) gets more repeats, up to `plan.max_repeats`: the time goes where the answer
+    is close and could still be settled."""
     samplers = samplers or {}
     benches = {t.name: ServerBench(t, workload, plan, log, samplers.get(t.name)) for t in targets}
-    for r in range(plan.repeats):
-        order = targets if r % 2 == 0 else list(reversed(targets))
-        for t in order:
-            benches[t.name].run_repeat(r)
-    common_rps, p99s = _common_load(benches, plan.repeats, log) if plan.common_load else (None, {})
-    caps = {name: b.capacity(gpu_hour_price) for name, b in benches.items()}
-    ratio = None
-    if INCUMBENT in benches:
-        ratio = stats.ratio_interval(
-            [s.capacity_rps for s in benches[VLLM].searches],
-            [_capacity_or_bound(s, benches[INCUMBENT]) for s in benches[INCUMBENT].searches],
-            plan.resolution,
+
+    def run_repeats(upto: int) -> None:
+        for r in range(len(benches[VLLM].searches), upto):
+            order = targets if r % 2 == 0 else list(reversed(targets))
+            for t in order:
+                benches[t.name].run_repeat(r)
+
+    run_repeats(plan.repeats)
+    ratio = _ratio(benches, plan)
+    extended = None
+    if (
+        decision_bar is not None
+        and ratio is not None
+        and plan.max_repeats > plan.repeats
+        and stats.worth_extending(ratio, decision_bar, plan.resolution)
+    ):
+        extended = (
+            f"repeats {plan.repeats} -> {plan.max_repeats}: capacity ratio {ratio.fmt()} after {plan.repeats} "
+            f"straddled the bar {decision_bar:.2f} with its median clear of it"
         )
+        log(f"{workload.label}: {extended}")
+        run_repeats(plan.max_repeats)
+        ratio = _ratio(benches, plan)
+    repeats = len(benches[VLLM].searches)
+    common_rps, p99s = _common_load(benches, repeats, log) if plan.common_load else (None, {})
+    caps = {name: b.capacity(gpu_hour_price) for name, b in benches.items()}
     comparison = WorkloadComparison(
         workload=workload.label,
         inputs_per_request=workload.inputs_per_request,
@@ -510,8 +531,20 @@ def compare_workload(
         capacity_ratio=ratio,
         common_load_rps=common_rps,
         p99_at_common_load_ms=p99s,
+        extended=extended,
     )
     return comparison, benches
+
+
+def _ratio(benches: dict[str, ServerBench], plan: BenchmarkPlan) -> Interval | None:
+    """vLLM / incumbent over the paired repeats run so far (None without an incumbent)."""
+    if INCUMBENT not in benches:
+        return None
+    return stats.ratio_interval(
+        [s.capacity_rps for s in benches[VLLM].searches],
+        [_capacity_or_bound(s, benches[INCUMBENT]) for s in benches[INCUMBENT].searches],
+        plan.resolution,
+    )
 
 
 def run_load_benchmark(
@@ -526,8 +559,10 @@ def run_load_benchmark(
     gpu_hour_price: float | None = None,
     dcgm_url: str | None = None,
     dcgm_pod: str | None = None,
+    decision_bar: float | None = None,
 ) -> tuple[LoadBenchmarkResult, dict[str, list[ResourceSample]]]:
-    """The whole benchmark of one model; returns the result and each server's resource samples."""
+    """The whole benchmark of one model; returns the result and each server's resource samples.
+    `decision_bar`: the capacity ratio readiness decides on; close comparisons get more repeats."""
     t0 = time.monotonic()
     started_at = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     result = LoadBenchmarkResult(
@@ -538,6 +573,8 @@ def run_load_benchmark(
         incumbent_url=next((t.url for t in targets if t.name == INCUMBENT), None),
         incumbent_error=incumbent_error,
         repeats=plan.repeats,
+        max_repeats=plan.max_repeats,
+        decision_bar=decision_bar,
         success_rate=0.0,
         cold_start_s=cold_start_s,
         resolution=plan.resolution,
@@ -560,7 +597,13 @@ def run_load_benchmark(
         for workload in workloads:
             try:
                 comparison, benches = compare_workload(
-                    live, workload, plan, log=log, samplers=samplers, gpu_hour_price=gpu_hour_price
+                    live,
+                    workload,
+                    plan,
+                    log=log,
+                    samplers=samplers,
+                    gpu_hour_price=gpu_hour_price,
+                    decision_bar=decision_bar,
                 )
             except ServerCrashed as crash:
                 log(f"server crashed: {crash.reason}")
@@ -570,7 +613,13 @@ def run_load_benchmark(
                 result.incumbent_error = f"the incumbent crashed during the benchmark: {crash.reason}"
                 live = [t for t in live if t.name != INCUMBENT]
                 comparison, benches = compare_workload(
-                    live, workload, plan, log=log, samplers=samplers, gpu_hour_price=gpu_hour_price
+                    live,
+                    workload,
+                    plan,
+                    log=log,
+                    samplers=samplers,
+                    gpu_hour_price=gpu_hour_price,
+                    decision_bar=decision_bar,
                 )
             result.workloads.append(comparison)
             for b in benches.values():

@@ -126,6 +126,7 @@ class WorkloadComparison(BaseModel):
     capacity_ratio: Interval | None = Field(None, description="vLLM / incumbent capacity at the SLO (paired repeats)")
     common_load_rps: float | None = Field(None, description="a rate both servers sustain, for p99 side by side")
     p99_at_common_load_ms: dict[str, float] = Field(default_factory=dict)  # server -> p99 at common_load_rps
+    extended: str | None = Field(None, description="why this workload ran more than the planned repeats, if it did")
 
 
 class LoadBenchmarkResult(BaseModel):
@@ -138,7 +139,9 @@ class LoadBenchmarkResult(BaseModel):
     incumbent_url: str | None = None
     incumbent_error: str | None = None  # why there is no comparison, when there is none
     conditions: dict[str, str] = Field(default_factory=dict)  # dtype, CPU threads, ... as the report states them
-    repeats: int
+    repeats: int  # planned per server and workload; a close comparison may run up to max_repeats
+    max_repeats: int | None = None
+    decision_bar: float | None = Field(None, description="capacity ratio the extra repeats try to settle")
     workloads: list[WorkloadComparison] = Field(default_factory=list)
     success_rate: float  # vLLM, all measured requests
     server_crashed: str | None = Field(None, description="the vLLM server died during the benchmark: why")
@@ -149,6 +152,14 @@ class LoadBenchmarkResult(BaseModel):
     cold_start_s: float | None = None
     results_uri: str | None = None
     plot_files: list[str] = Field(default_factory=list)
+
+    def repeats_text(self) -> str:
+        """ "3 repeats", or "3 repeats (6 on rerank 4 docs: the ratio was close to the bar 1.00)"."""
+        more = [f"{w.vllm.capacity_rps.n} on {w.workload}" for w in self.workloads if w.extended]
+        if not more:
+            return f"{self.repeats} repeats"
+        bar = f" {self.decision_bar:.2f}" if self.decision_bar is not None else ""
+        return f"{self.repeats} repeats ({', '.join(more)}: the ratio was close to the bar{bar})"
 
     def worst_ratio(self) -> WorkloadComparison | None:
         """The workload with the lowest capacity-ratio median: performance must hold for every workload."""

@@ -7,14 +7,25 @@ true boundary of that repeat lies in [lo, hi), with hi <= lo x (1 + resolution).
 How an interval is made (the report prints `Interval.method`):
 
 - **median**: the median of the repeats' `lo` (of the paired ratios lo_vllm_i / lo_incumbent_i);
-- **[low, high]**: the order-statistic interval of the median, [min, max] over the n repeats. All n
-  repeats fall above a distribution's median with probability 2^-n, and all below it with 2^-n, so
-  [min, max] covers the median with probability 1 - 2^(1-n): 75 % at n = 3, 94 % at n = 5. It assumes
-  nothing about the shape of the noise (host contention is anything but normal);
+- **[low, high]**: the order-statistic interval of the median, [x(k), x(n+1-k)] over the n sorted repeats,
+  with the largest k whose coverage is at least `TARGET_COVERAGE` (75 %). The k - 1 lowest and the k - 1
+  highest repeats are left out; all n repeats fall above a distribution's median with probability
+  2^-n, so [min, max] (k = 1) covers it with probability 1 - 2^(1-n): 75 % at n = 3. Six repeats are the
+  first count that can leave one extreme out on each side at that coverage: [x(2), x(5)] covers 78 %.
+  It assumes nothing about the shape of the noise (host contention is anything but normal);
 - **widened by the resolution**: every repeat stops within one resolution step of its boundary, so
   equal repeats (all landing on the same grid point) must not read as a zero-width interval. A capacity
-  interval is [min lo_i, max hi_i]; a ratio interval is [min r_i / (1 + res), max r_i x (1 + res)],
-  since each side of a ratio may sit up to one step below its boundary.
+  interval is [x(k) of lo_i, x(n+1-k) of min(hi_i, lo_i x (1 + res))]; a ratio interval is
+  [x(k) of r_i / (1 + res), x(n+1-k) of r_i x (1 + res)], since each side of a ratio may sit up to one
+  step below its boundary.
+
+**More repeats where the answer is close** (`worth_extending`; the runner acts on it): when the ratio's
+interval after the planned repeats straddles the decision bar, but its median is clear of the bar by
+more than one resolution step, one noisy repeat is what keeps the interval across the bar, and six
+repeats (which may leave it out) can settle it. When the median itself is within a step of the bar, no
+number of repeats at this resolution can clear it (the bound is at most median / (1 + res)), so none
+are spent. Looking twice (after 3, then after 6) widens the chance of a wrong call a little; the bar is a
+migration decision, not a significance test, and the report says how many repeats each interval has.
 
 Why not a bootstrap or a t-interval: with 3 repeats a bootstrap only re-shuffles three numbers, and a
 t-interval assumes normal noise. The order-statistic interval is exact for any noise and says plainly
@@ -29,16 +40,37 @@ from collections.abc import Sequence
 
 from pooling_pipeline.evaluation.benchmark.schemas import Interval
 
+TARGET_COVERAGE = 0.75  # what [min, max] of 3 repeats gives; more repeats keep it and narrow the interval
+
+
+def order_coverage(n: int, k: int) -> float:
+    """Probability that [x(k), x(n+1-k)] of n independent repeats contains their distribution's median:
+    1 - 2 P(Binomial(n, 1/2) <= k - 1)."""
+    if n < 2 or not 1 <= k <= n // 2:
+        return 0.0
+    below = sum(math.comb(n, i) for i in range(k)) / 2.0**n
+    return 1.0 - 2.0 * below
+
 
 def median_coverage(n: int) -> float:
     """Probability that [min, max] of n independent repeats contains their distribution's median."""
-    return 1.0 - 2.0 ** (1 - n) if n >= 2 else 0.0
+    return order_coverage(n, 1)
 
 
-def _method(what: str, n: int, resolution: float) -> str:
+def median_rank(n: int, target: float = TARGET_COVERAGE) -> int:
+    """The largest k whose [x(k), x(n+1-k)] still covers the median with probability >= target (1 at least)."""
+    k = 1
+    while order_coverage(n, k + 1) >= target:
+        k += 1
+    return k
+
+
+def _method(what: str, n: int, k: int, resolution: float) -> str:
+    bounds = "[min, max]" if k == 1 else f"[x({k}), x({n + 1 - k})]"
     return (
-        f"median of {n} repeats of {what}; [low, high] = [min, max] of the repeats (order-statistic interval "
-        f"of the median, coverage {median_coverage(n):.0%}), widened by the search resolution {resolution:.0%}"
+        f"median of {n} repeats of {what}; [low, high] = {bounds} of the sorted repeats (order-statistic "
+        f"interval of the median, coverage {order_coverage(n, k):.0%}), widened by the search resolution "
+        f"{resolution:.0%}"
     )
 
 
@@ -48,14 +80,16 @@ def capacity_interval(lows: Sequence[float], highs: Sequence[float], resolution:
     if not lows or len(lows) != len(highs):
         raise ValueError(f"need one (low, high) per repeat, got {len(lows)} lows and {len(highs)} highs")
     n = len(lows)
-    top = max(min(h, lo * (1.0 + resolution)) if lo > 0 else h for lo, h in zip(lows, highs, strict=True))
+    k = median_rank(n)
+    tops = sorted(min(h, lo * (1.0 + resolution)) if lo > 0 else h for lo, h in zip(lows, highs, strict=True))
+    top = tops[n - k]
     return Interval(
         median=statistics.median(lows),
-        low=min(lows),
-        high=top if math.isfinite(top) else max(lows) * (1.0 + resolution),
+        low=sorted(lows)[k - 1],
+        high=top if math.isfinite(top) else sorted(lows)[n - k] * (1.0 + resolution),
         n=n,
-        confidence=median_coverage(n),
-        method=_method("the capacity (highest passing rate)", n, resolution),
+        confidence=order_coverage(n, k),
+        method=_method("the capacity (highest passing rate)", n, k, resolution),
     )
 
 
@@ -67,17 +101,25 @@ def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], r
         raise ValueError(f"paired repeats needed: {len(numerators)} vs {len(denominators)}")
     if any(d <= 0 for d in denominators):
         return None
-    ratios = [a / b for a, b in zip(numerators, denominators, strict=True)]
+    ratios = sorted(a / b for a, b in zip(numerators, denominators, strict=True))
     n = len(ratios)
+    k = median_rank(n)
     step = 1.0 + resolution
     return Interval(
         median=statistics.median(ratios),
-        low=min(ratios) / step,
-        high=max(ratios) * step,
+        low=ratios[k - 1] / step,
+        high=ratios[n - k] * step,
         n=n,
-        confidence=median_coverage(n),
-        method=_method("the paired ratio vLLM/incumbent", n, resolution),
+        confidence=order_coverage(n, k),
+        method=_method("the paired ratio vLLM/incumbent", n, k, resolution),
     )
+
+
+def worth_extending(ratio: Interval, bar: float, resolution: float) -> bool:
+    """More repeats could settle a ratio interval that straddles `bar`: its median is clear of the bar by
+    more than one resolution step (so an outlier repeat, not the median, keeps the interval across)."""
+    step = 1.0 + resolution
+    return ratio.straddles(bar) and (ratio.median / step >= bar or ratio.median * step < bar)
 
 
 def scaled(interval: Interval, factor: float) -> Interval:
