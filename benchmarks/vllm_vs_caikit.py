@@ -23,6 +23,7 @@ from pooling_pipeline.evaluation.benchmark.report import conditions_table, headl
 from pooling_pipeline.evaluation.benchmark.runner import INCUMBENT, VLLM, Target, probe, run_load_benchmark
 from pooling_pipeline.evaluation.loadgen import Dialect
 from pooling_pipeline.evaluation.resources_sampler import listener_pid
+from pooling_pipeline.resources.config import readiness_defaults
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import free_port, start_detached, stop_pid, wait_http_ok
 
@@ -54,6 +55,12 @@ def main() -> int:
     parser.add_argument("--profile", default="demo", choices=["demo", "nightly"])
     parser.add_argument("--batch-sizes", help="e.g. 1,16 (default: the profile's)")
     parser.add_argument("--repeats", type=int)
+    parser.add_argument(
+        "--bar",
+        type=float,
+        default=readiness_defaults().min_capacity_ratio,
+        help="the capacity ratio a close comparison gets extra repeats to settle (default: the readiness bar)",
+    )
     args = parser.parse_args()
 
     overrides = {"repeats": args.repeats}
@@ -84,7 +91,9 @@ def main() -> int:
             return 2
         caikit_pid = listener_pid(caikit.url)
         caikit.pids, caikit.dtype = ([caikit_pid] if caikit_pid else []), "float32"
-        result, _ = run_load_benchmark(MODEL, [vllm, caikit], workloads, plan, log=lambda m: print(m, flush=True))
+        result, _ = run_load_benchmark(
+            MODEL, [vllm, caikit], workloads, plan, log=lambda m: print(m, flush=True), decision_bar=args.bar
+        )
         print()
         print(summary_table(result))
         print()
