@@ -22,6 +22,7 @@ A server that stops answering (connection refused, its process gone) ends the ru
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -593,18 +594,18 @@ def run_load_benchmark(
         s.start()
     benches: dict[str, ServerBench] = {}
     live = list(targets)
+    compare = functools.partial(
+        compare_workload,
+        plan=plan,
+        log=log,
+        samplers=samplers,
+        gpu_hour_price=gpu_hour_price,
+        decision_bar=decision_bar,
+    )
     try:
         for workload in workloads:
             try:
-                comparison, benches = compare_workload(
-                    live,
-                    workload,
-                    plan,
-                    log=log,
-                    samplers=samplers,
-                    gpu_hour_price=gpu_hour_price,
-                    decision_bar=decision_bar,
-                )
+                comparison, benches = compare(live, workload)
             except ServerCrashed as crash:
                 log(f"server crashed: {crash.reason}")
                 if crash.server == VLLM:
@@ -612,15 +613,7 @@ def run_load_benchmark(
                     break
                 result.incumbent_error = f"the incumbent crashed during the benchmark: {crash.reason}"
                 live = [t for t in live if t.name != INCUMBENT]
-                comparison, benches = compare_workload(
-                    live,
-                    workload,
-                    plan,
-                    log=log,
-                    samplers=samplers,
-                    gpu_hour_price=gpu_hour_price,
-                    decision_bar=decision_bar,
-                )
+                comparison, benches = compare(live, workload)
             result.workloads.append(comparison)
             for b in benches.values():
                 result.generator_limited.extend(b.limited)
