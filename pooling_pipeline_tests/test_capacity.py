@@ -382,3 +382,26 @@ def test_profiles_choose_the_load_and_overrides_make_it_custom():
     assert nightly.slo_for(Workload(batch_size=16)) == nightly.batch_slo_p99_ms
     assert plan_for("nightly", slo_overrides={"embeddings x16": 250.0}).slo_for(Workload(batch_size=16)) == 250.0
     assert nightly.window_s(1.0) == nightly.max_window_s and nightly.window_s(10_000) == nightly.min_window_s
+
+
+def test_an_incumbent_that_dies_drops_the_comparison_and_vllm_is_measured_alone():
+    # The incumbent's process exits at its 50th request (during its first repeat, after vLLM's): the run
+    # goes on without it, says why, and claims no ratio.
+    plan = plan_for(BenchmarkProfile.DEMO, knee_max_concurrency=2, repeats=2, max_repeats=2, max_points_per_search=4)
+    incumbent_server = LoopbackServer(Behaviour(exit_after=50))
+    with LoopbackServer(Behaviour(servers=4, service_s=0.01)) as vllm_url, incumbent_server as incumbent_url:
+        targets = [
+            Target(name=VLLM, url=vllm_url, model="m", dialect=Dialect.OPENAI),
+            Target(
+                name="incumbent", url=incumbent_url, model="m", dialect=Dialect.OPENAI, pids=incumbent_server.pids()
+            ),
+        ]
+        logs: list[str] = []
+        result, _ = run_load_benchmark("m", targets, [Workload()], plan, log=logs.append, decision_bar=1.0)
+    assert result.server_crashed is None
+    assert result.incumbent_error is not None
+    assert result.incumbent_error.startswith("the incumbent crashed during the benchmark: incumbent server")
+    (w,) = result.workloads
+    assert w.incumbent is None and w.capacity_ratio is None and w.extended is None
+    assert w.vllm.capacity_rps.n == 2 and w.vllm.capacity_rps.median > 0
+    assert any(line.startswith("server crashed: incumbent server") for line in logs)
