@@ -8,12 +8,13 @@ every bound below is derived from it, with the reason written beside it.
 from __future__ import annotations
 
 import math
+import threading
 from typing import ClassVar
 
 import pytest
 
 from pooling_pipeline.evaluation.benchmark import stats
-from pooling_pipeline.evaluation.benchmark.points import classify, search_point
+from pooling_pipeline.evaluation.benchmark.points import classify, fell_behind, search_point
 from pooling_pipeline.evaluation.benchmark.profiles import BenchmarkPlan, plan_for
 from pooling_pipeline.evaluation.benchmark.runner import (
     VLLM,
@@ -279,6 +280,34 @@ def test_an_overloaded_generator_is_generator_limited_not_invalid():
     summary = summarize(result)
     assert summary.valid and summary.lag_drift_ms is not None and summary.lag_drift_ms > 20
     assert classify(summary)[0] is PointKind.GENERATOR_LIMITED
+
+
+def test_a_generator_starved_by_another_python_thread_is_generator_limited_not_contended():
+    # Another busy thread of the generator's process holds the GIL most of the time, the way a Dagster run's
+    # or a test suite's threads can: the sending thread sleeps on the GIL (neither running nor runnable), yet
+    # its process is CPU-bound and more worker processes are the remedy. The failure this pins down: CI saw
+    # CONTENDED here when an earlier test had left a busy thread behind.
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    with LoopbackServer() as url:
+        spinner.start()
+        try:
+            result = run_open_loop(
+                url, prepare(Workload(), Dialect.OPENAI, "m", distinct=16), constant_schedule(1e6, requests=1500)
+            )
+        finally:
+            stop.set()
+            spinner.join()
+    summary = summarize(result)
+    assert summary.valid and fell_behind(summary)
+    assert summary.send_cpu_fraction is not None and summary.send_cpu_fraction >= 0.8
+    kind, note = classify(summary)
+    assert kind is PointKind.GENERATOR_LIMITED, note
 
 
 # ---- the StopRule

@@ -8,7 +8,8 @@ A point is GENERATOR_LIMITED only when the generator really could not offer the 
 behind the schedule *cumulatively* (the last tenth of the window went out `lag_drift_ms` later than the
 first tenth, more than scattered scheduling delays add up to) *while its own processes were CPU-bound*:
 they wanted a core (running, or runnable and waiting for one: Linux schedstat) for >= `CPU_BOUND` of the
-time, i.e. never idled between sends. That is a generator short of processes whoever held the cores; the
+time, i.e. never idled between sends - or kept a core busy between them, whichever thread of its process held
+the GIL (loadgen `_busy_s`). That is a generator short of processes whoever held the cores; the
 runner re-runs such a point with more worker processes. A generator that fell behind but idled between
 sends was held back by the host: CONTENDED. A limited point counts as not
 meeting the SLO (the server never saw the offered rate), so a capacity behind one is a lower bound.

@@ -74,8 +74,8 @@ class LoadResult:
     concurrency: int | None = None  # closed loop
     label: str = ""
     extra: dict = field(default_factory=dict)
-    # Open loop, summed over workers: seconds the sending thread ran or waited for a core (`_wanted_s`),
-    # and wall seconds, from the start to the last send.
+    # Open loop, summed over workers: seconds the sending processes were busy (`_busy_s`: the sending thread
+    # ran or waited for a core, or the process burnt CPU), and wall seconds, from the start to the last send.
     send_cpu_s: float = 0.0
     send_wall_s: float = 0.0
     planned: int = 0  # measured (non-warm-up) requests in the schedule
@@ -164,6 +164,19 @@ def _wanted_s() -> float:
         return _cpu_s()
 
 
+def _busy_s() -> tuple[float, float]:
+    """(`_wanted_s` of the sending thread, CPU seconds of its whole process): the send phase was CPU-bound
+    if either grew as fast as the wall clock.
+
+    The second is for the GIL. A sender waiting for the GIL sleeps (neither running nor runnable), so with
+    another busy Python thread in the same process (a Dagster run's, a test suite's leftovers) the sending
+    thread alone looks idle - yet its process keeps a core busy, and more worker processes (each with its
+    own GIL) are the remedy, as for any generator short of processes. getrusage holds the GIL, so the
+    sample cannot hand it to that thread (every file read here would, for up to 5 ms each).
+    """
+    return _wanted_s(), _cpu_s()
+
+
 class _Sender:
     """Per-process state: one session, one URL object per path (parsed once)."""
 
@@ -237,7 +250,7 @@ async def _open_loop(
     headers: Mapping[str, str] | None = None,
     verify: bool | str = True,
 ) -> tuple[list[RequestRecord], float, float]:
-    """Returns the records, and the busy (running or runnable, see `_wanted_s`) and wall seconds of this
+    """Returns the records, and the busy (running or runnable, see `_busy_s`) and wall seconds of this
     process's sending thread from the start to its last send."""
     # No connection limit: open loop never waits for a connection.
     sender = _Sender(base_url, requests, limit=0, headers=headers, verify=verify)
@@ -248,8 +261,8 @@ async def _open_loop(
         # The clock starts only now: creating the loop and session (first-use imports, resolver set-up)
         # must not count as schedule lag.
         start = sender.start = get_start()
-        cpu0 = _wanted_s()
-        last_send = [start, cpu0]
+        busy0 = _busy_s()
+        last_send: list = [start, busy0]
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task] = set()
 
@@ -260,7 +273,7 @@ async def _open_loop(
             # sampled at most every 5 ms (reading schedstat costs ~10 us, too much for every send).
             now = clock()
             if now - last_send[0] > 0.005:
-                last_send[0], last_send[1] = now, _wanted_s()
+                last_send[0], last_send[1] = now, _busy_s()
             await sender.send(session, index, offset, warm)
             if warm or rule is None:
                 return
@@ -303,7 +316,8 @@ async def _open_loop(
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
-    return sender.records, last_send[1] - cpu0, max(0.0, last_send[0] - start)
+    busy = max(last - first for last, first in zip(last_send[1], busy0, strict=True))
+    return sender.records, busy, max(0.0, last_send[0] - start)
 
 
 async def _closed_loop(
