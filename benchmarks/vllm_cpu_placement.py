@@ -18,6 +18,7 @@ import time
 import psutil
 from vllm_vs_caikit import start_vllm
 
+from pooling_pipeline.evaluation.benchmark.conditions import process_tree
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import stop_pid
 
@@ -38,8 +39,7 @@ def main() -> int:
     url, pid = start_vllm(StackLayout.default())
     try:
         time.sleep(args.settle)
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        procs = process_tree([pid])
         use: dict[int, list[float]] = {p.pid: [] for p in procs}
         for _ in range(args.samples):
             before = {p.pid: cpu_s(p) for p in procs}

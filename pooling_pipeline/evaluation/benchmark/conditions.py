@@ -18,7 +18,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "VLLM_CPU_OMP_THREADS_BIND"
 BUSY_SHARE = 0.10
 
 
-def _tree(pids: list[int]) -> list[psutil.Process]:
+def process_tree(pids: list[int]) -> list[psutil.Process]:
+    """The processes with these pids and all their descendants (those that have ended are left out)."""
     procs: list[psutil.Process] = []
     for pid in pids:
         with contextlib.suppress(psutil.Error):
@@ -30,7 +31,7 @@ def _tree(pids: list[int]) -> list[psutil.Process]:
 def thread_cpu(pids: list[int]) -> dict[tuple[int, int], float]:
     """(pid, thread id) -> CPU seconds so far, for every thread of the process trees."""
     out: dict[tuple[int, int], float] = {}
-    for proc in _tree(pids):
+    for proc in process_tree(pids):
         with contextlib.suppress(psutil.Error):
             for t in proc.threads():
                 out[proc.pid, t.id] = t.user_time + t.system_time
@@ -48,7 +49,7 @@ def configured(pids: list[int]) -> dict[str, str]:
     """Thread variables set in the trees' environments, and the cores the trees may run on."""
     out: dict[str, str] = {}
     cores: set[int] = set()
-    for proc in _tree(pids):
+    for proc in process_tree(pids):
         with contextlib.suppress(psutil.Error):
             env = proc.environ()
             for var in THREAD_VARS:

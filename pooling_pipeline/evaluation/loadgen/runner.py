@@ -250,8 +250,9 @@ async def _open_loop(
     headers: Mapping[str, str] | None = None,
     verify: bool | str = True,
 ) -> tuple[list[RequestRecord], float, float]:
-    """Returns the records, and the busy (running or runnable, see `_busy_s`) and wall seconds of this
-    process's sending thread from the start to its last send."""
+    """Returns the records, and the busy seconds (`_busy_s`: the larger of the sending thread's running or
+    runnable time and the process's CPU time) and wall seconds of this process from the start to its last
+    send."""
     # No connection limit: open loop never waits for a connection.
     sender = _Sender(base_url, requests, limit=0, headers=headers, verify=verify)
     clock = time.monotonic
@@ -261,19 +262,20 @@ async def _open_loop(
         # The clock starts only now: creating the loop and session (first-use imports, resolver set-up)
         # must not count as schedule lag.
         start = sender.start = get_start()
-        busy0 = _busy_s()
-        last_send: list = [start, busy0]
+        busy0 = last_busy = _busy_s()
+        last_at = start
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task] = set()
 
         async def send(index: int, offset: float, warm: bool) -> None:
+            nonlocal last_at, last_busy
             if not warm:
                 inflight[index] = offset
             # The send phase ends when the last request really goes out (a task runs after it is launched);
             # sampled at most every 5 ms (reading schedstat costs ~10 us, too much for every send).
             now = clock()
-            if now - last_send[0] > 0.005:
-                last_send[0], last_send[1] = now, _busy_s()
+            if now - last_at > 0.005:
+                last_at, last_busy = now, _busy_s()
             await sender.send(session, index, offset, warm)
             if warm or rule is None:
                 return
@@ -316,8 +318,8 @@ async def _open_loop(
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
-    busy = max(last - first for last, first in zip(last_send[1], busy0, strict=True))
-    return sender.records, busy, max(0.0, last_send[0] - start)
+    busy = max(last - first for last, first in zip(last_busy, busy0, strict=True))
+    return sender.records, busy, max(0.0, last_at - start)
 
 
 async def _closed_loop(
