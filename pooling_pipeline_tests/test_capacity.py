@@ -30,7 +30,7 @@ from pooling_pipeline.evaluation.benchmark.schemas import (
     PointKind,
     SearchPoint,
 )
-from pooling_pipeline.evaluation.benchmark.search import repeat_step, search_capacity
+from pooling_pipeline.evaluation.benchmark.search import RateGrid, repeat_step, search_capacity
 from pooling_pipeline.evaluation.loadgen import (
     Dialect,
     RequestRecord,
@@ -63,22 +63,89 @@ def test_search_brackets_then_bisects_to_the_resolution(boundary):
     calls: list[float] = []
     out = search_capacity(_boundary(boundary, calls), 20.0, resolution=0.05)
     assert out.capacity_rps <= boundary < out.failed_above_rps
-    assert out.failed_above_rps / out.capacity_rps <= 1.05
+    assert out.failed_above_rps / out.capacity_rps == pytest.approx(1.05)
     assert len(out.points) == len(calls) <= 24 and not out.stopped
+    grid = RateGrid.for_resolution(0.05)
+    assert all(grid.snap(rate) == rate and rate == pytest.approx(grid.rate(grid.nearest(rate))) for rate in calls)
+
+
+@pytest.mark.parametrize("boundary", [9.7, 37.3, 410.0])
+def test_searches_from_different_calibrations_land_on_the_same_capacity(boundary):
+    # Two runs of one server calibrate differently (noise); on a private grid each would land on its own
+    # rates and the capacities would differ by up to a step. On the shared grid they are equal.
+    found = {
+        search_capacity(_boundary(boundary, []), start, resolution=0.25).capacity_rps
+        for start in (3.1, 7.7, 20.0, 55.0)
+    }
+    assert len(found) == 1
+    (capacity,) = found
+    assert capacity <= boundary < capacity * 1.25 + 1e-9
 
 
 def test_a_later_repeat_starts_at_the_previous_capacity_and_costs_few_windows():
     calls: list[float] = []
-    out = search_capacity(_boundary(100.0, calls), 97.0, resolution=0.25, step=repeat_step(0.25))
-    assert calls == [97.0, 97.0 * 1.25]  # pass, fail: bracketed within one resolution step
-    assert out.capacity_rps == 97.0
+    previous = RateGrid.for_resolution(0.25).rate(20)  # 86.7 req/s, a capacity found on the grid
+    out = search_capacity(_boundary(100.0, calls), previous, resolution=0.25, step=repeat_step(0.25))
+    assert calls == [previous, pytest.approx(previous * 1.25)]  # pass, fail: bracketed within one step
+    assert out.capacity_rps == previous
 
 
 def test_nothing_passing_is_capacity_zero_and_a_ceiling_is_reported():
     out = search_capacity(_boundary(0.0, []), 10.0, resolution=0.1)
     assert out.capacity_rps == 0.0 and "no rate down to" in out.stopped
     capped = search_capacity(_boundary(1e9, []), 10.0, resolution=0.1, max_rps=100.0)
-    assert capped.capacity_rps == 100.0 and math.isinf(capped.failed_above_rps) and "max_rps" in capped.stopped
+    assert 100.0 / 1.1 < capped.capacity_rps <= 100.0
+    assert math.isinf(capped.failed_above_rps) and "max_rps" in capped.stopped
+
+
+def _stalls_once(at: float, stalled: set[float], calls: list[float]):
+    """A server that sustains `at`, whose first window at each rate in `stalled` hits a host stall."""
+
+    def measure(rate: float) -> SearchPoint:
+        calls.append(rate)
+        stall = any(rate == pytest.approx(s) for s in stalled) and calls.count(rate) == 1
+        ok = rate <= at and not stall
+        return SearchPoint(
+            offered_rps=rate, achieved_rps=rate, requests=30, success_rate=1.0, p99_ms=1.0, p50_ms=1.0, within_slo=ok
+        )
+
+    return measure
+
+
+def test_a_single_stalled_window_is_confirmed_away_and_a_real_miss_is_confirmed():
+    grid = RateGrid.for_resolution(0.25)
+    capacity, stall = grid.rate(12), grid.rate(10)  # a stall at a rate well inside the server's capacity
+    clean = search_capacity(_boundary(capacity + 0.01, []), grid.rate(12), resolution=0.25).capacity_rps
+    unconfirmed = search_capacity(_stalls_once(capacity + 0.01, {stall}, []), grid.rate(10), resolution=0.25)
+    assert unconfirmed.capacity_rps < clean  # one stall cost the repeat its capacity
+    calls: list[float] = []
+    confirmed = search_capacity(
+        _stalls_once(capacity + 0.01, {stall}, calls), grid.rate(10), resolution=0.25, confirm_misses=1
+    )
+    assert confirmed.capacity_rps == clean
+    assert calls.count(stall) == 2 and [p.confirmation for p in confirmed.points][:2] == [False, True]
+    above = [p for p in confirmed.points if p.offered_rps > capacity + 0.01]
+    assert above and len(above) % 2 == 0 and all(not p.within_slo for p in above)  # a real miss, twice
+
+
+def test_a_generator_limited_miss_is_not_confirmed():
+    calls: list[float] = []
+
+    def limited(rate: float) -> SearchPoint:
+        calls.append(rate)
+        return SearchPoint(
+            offered_rps=rate,
+            achieved_rps=rate / 2,
+            requests=30,
+            success_rate=1.0,
+            p99_ms=1.0,
+            p50_ms=1.0,
+            within_slo=rate <= 20.0,
+            kind=PointKind.GENERATOR_LIMITED if rate > 20.0 else PointKind.OK,
+        )
+
+    out = search_capacity(limited, 16.0, resolution=0.25, confirm_misses=1)
+    assert len(calls) == len(set(calls)) and out.capacity_rps <= 20.0
 
 
 # ---- intervals
@@ -103,6 +170,16 @@ def test_ratio_interval_pairs_repeats_and_an_incumbent_at_zero_gives_none():
     assert stats.ratio_interval([10.0, 10.0, 10.0], [5.0, 0.0, 5.0], 0.1) is None
     with pytest.raises(ValueError, match="paired"):
         stats.ratio_interval([1.0, 2.0], [1.0], 0.1)
+
+
+def test_ratios_of_grid_capacities_are_whole_steps_and_one_step_above_clears_a_bar_of_one():
+    grid = RateGrid.for_resolution(0.05)  # 1.05 is not exact in binary: the float error is real here
+    incumbent = [grid.rate(k) for k in (44, 51, 56)]  # where (1.05^(k+1) / 1.05^k) / 1.05 < 1.0 in floats
+    same = stats.ratio_interval(incumbent, incumbent, 0.05)
+    assert same is not None and same.median == 1.0 and same.straddles(1.0)  # equal servers: inconclusive
+    above = stats.ratio_interval([grid.rate(k + 1) for k in (44, 51, 56)], incumbent, 0.05)
+    assert above is not None and above.low == 1.0 and not above.straddles(1.0)
+    assert above.median == grid.rate(1) and above.high == grid.rate(2)
 
 
 def test_interval_coverage_and_knee():

@@ -39,6 +39,9 @@ class BenchmarkPlan(BaseModel):
         6, ge=2, description="repeats at most, spent only where the ratio interval straddles the decision bar"
     )
     resolution: float = Field(0.05, gt=0, le=1, description="bisect until failing / passing rate <= 1 + this")
+    confirm_misses: int = Field(
+        1, ge=0, description="windows measured again at a rate that missed the SLO before it counts as failing"
+    )
     requests_per_point: int = Field(300, ge=10, description="requests an open-loop window aims to hold")
     min_window_s: float = Field(2.0, gt=0, description="shortest measured window, seconds")
     max_window_s: float = Field(30.0, gt=0, description="longest measured window (caps requests at low rates)")

@@ -414,6 +414,7 @@ class ServerBench:
             step=step,
             max_rps=plan.max_rps,
             max_points=plan.max_points_per_search,
+            confirm_misses=plan.confirm_misses,
         )
         self.log(
             f"{self._label(f'r{repeat + 1}')}: capacity {outcome.capacity_rps:.1f} req/s at p99 <= {self.slo_ms:g} ms"

@@ -69,6 +69,7 @@ class SearchPoint(BaseModel):
     lag_drift_ms: float | None = None  # how much later the last sends went out than the first (> 0: behind)
     generator_busy: float | None = None  # generator CPU / wall while sending, per process (1.0 = saturated)
     stopped_early: bool = False  # the window ended once its failure was certain (see loadgen StopRule)
+    confirmation: bool = False  # a second window at a rate whose first window missed (search `confirm_misses`)
 
 
 class CapacitySearch(BaseModel):

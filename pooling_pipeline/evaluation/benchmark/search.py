@@ -1,21 +1,34 @@
 """The capacity search: the highest offered rate whose window meets the SLO. Pure: it only calls `measure`.
 
-Like `vllm bench sweep serve_sla` (search the request rate, keep the highest passing value), with two
-choices of ours:
+Like `vllm bench sweep serve_sla` (search the request rate, keep the highest passing value), with choices
+of ours:
 
 - **start from a calibration**: the closed-loop sweep at concurrency 1, 2, 4, ... (run first, for the
   knee plot) gives the saturation throughput X; capacity at any SLO is below X, so the search starts at
   X/2, doubles while the SLO holds and halves while it does not, until one passing and one failing rate
   bracket the boundary;
-- **bisect geometrically** (the midpoint of lo and hi is sqrt(lo x hi)) until hi / lo <= 1 + resolution:
-  the same relative precision at 5 req/s (a CPU) and 5000 req/s (a GPU).
+- **one fixed grid of rates** (`RateGrid`): every rate tried is (1 + resolution)^k req/s for an integer k,
+  for every server, repeat and run. Bisection halves the index interval (the geometric midpoint, so the
+  same relative precision at 5 req/s on a CPU and 5000 req/s on a GPU) until the passing and the failing
+  rate are neighbours, one resolution step apart. Why a fixed grid: a search anchored on its own noisy
+  calibration lands on a different grid each time, so two runs of identical servers could report
+  capacities a step apart, and their ratio anywhere within a factor (1 + resolution)^2; on a shared grid,
+  identical servers give identical capacities and a paired ratio is a whole number of steps;
+- **a miss is confirmed** (`confirm_misses`, 1 by default): a window that misses the SLO is measured
+  once more at the same rate, and the rate fails only when every window missed. A short window's p99 is
+  nearly its maximum (at 30 requests, one late answer decides it), so a single scheduler stall on a
+  shared host used to fail a rate the server sustains and cut that repeat's capacity by a step or more
+  (the repeats an interval's lower bound is made of). A rate above capacity misses twice, and the
+  confirming window of a certain miss stops early (loadgen StopRule), so it costs little. Both servers
+  get the same rule; the points list keeps every window, the confirming ones marked `confirmation`.
 
 Later repeats start at the previous repeat's capacity with steps of `1 + max(resolution, 0.25)` instead
 of doubling: a repeat re-decides the boundary on its own measurements (it can move either way) at the
 cost of about two windows instead of five.
 
 A rate whose window the generator could not offer (GENERATOR_LIMITED, after its re-run with more
-workers) counts as failing: capacity is then a lower bound, and the result lists the point.
+workers) counts as failing without a confirmation (another window would not change the generator):
+capacity is then a lower bound, and the result lists the point.
 """
 
 from __future__ import annotations
@@ -24,9 +37,45 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pooling_pipeline.evaluation.benchmark.schemas import SearchPoint
+from pooling_pipeline.evaluation.benchmark.schemas import PointKind, SearchPoint
 
 Measure = Callable[[float], SearchPoint]
+
+
+@dataclass(frozen=True)
+class RateGrid:
+    """The rates a search may try: growth^k req/s for integer k (growth = 1 + resolution)."""
+
+    growth: float
+
+    def __post_init__(self) -> None:
+        if self.growth <= 1:
+            raise ValueError(f"a rate grid needs growth > 1, got {self.growth}")
+
+    @classmethod
+    def for_resolution(cls, resolution: float) -> RateGrid:
+        return cls(1.0 + resolution)
+
+    def rate(self, index: int) -> float:
+        return float(self.growth**index)
+
+    def nearest(self, rate: float) -> int:
+        return round(math.log(rate) / math.log(self.growth))
+
+    def floor(self, rate: float) -> int:
+        """The highest index whose rate is <= `rate` (a hair of float slack, so a grid rate maps to itself)."""
+        return math.floor(math.log(rate) / math.log(self.growth) + 1e-9)
+
+    def steps(self, factor: float) -> int:
+        """Grid steps that make up about `factor` (at least one)."""
+        return max(1, round(math.log(factor) / math.log(self.growth)))
+
+    def snap(self, value: float, tolerance: float = 1e-6) -> float:
+        """`value` as the exact grid power it is within float error of (a ratio of two grid rates); else as is."""
+        if value <= 0:
+            return value
+        k = math.log(value) / math.log(self.growth)
+        return self.rate(round(k)) if abs(k - round(k)) < tolerance else value
 
 
 @dataclass
@@ -46,53 +95,68 @@ def search_capacity(
     max_rps: float = 1e6,
     min_rps: float | None = None,
     max_points: int = 24,
+    confirm_misses: int = 0,
 ) -> SearchOutcome:
-    """Bracket the boundary from `start_rps` by factors of `step`, then bisect to `resolution`.
+    """Bracket the boundary from `start_rps` by factors of about `step`, then bisect to `resolution`, on
+    the grid of (1 + resolution)^k req/s.
 
     `min_rps` (default start / 16): below it the search gives up and reports capacity 0 (even a trickle
     missed the SLO). `max_rps`: above it the search stops and reports the last passing rate with
-    `failed_above_rps` = inf (the server was not saturated: raise max_rps).
+    `failed_above_rps` = inf (the server was not saturated: raise max_rps). `confirm_misses`: windows
+    measured again at a rate whose window missed before the rate counts as failing (windows count
+    against `max_points`).
     """
     if start_rps <= 0 or resolution <= 0 or step <= 1:
         raise ValueError(f"need start_rps > 0, resolution > 0, step > 1 (got {start_rps}, {resolution}, {step})")
+    grid = RateGrid.for_resolution(resolution)
     floor = min_rps if min_rps is not None else start_rps / 16
+    top = grid.floor(max_rps)
+    jump = grid.steps(step)
     out = SearchOutcome(0.0, math.inf)
-    lo, hi = 0.0, math.inf
+    lo: int | None = None  # grid index of the highest passing rate so far
+    hi: int | None = None  # ... and of the lowest failing rate above it
 
-    def probe(rate: float) -> bool:
+    def probe(index: int) -> bool:
+        rate = grid.rate(index)
         point = measure(rate)
         out.points.append(point)
+        for _ in range(confirm_misses):
+            if point.within_slo or point.kind is PointKind.GENERATOR_LIMITED or len(out.points) >= max_points:
+                break
+            point = measure(rate).model_copy(update={"confirmation": True})
+            out.points.append(point)
         return point.within_slo
 
-    rate = min(start_rps, max_rps)
+    k = min(grid.nearest(start_rps), top)
     # 1. bracket: up while passing, down while failing
     while len(out.points) < max_points:
-        if probe(rate):
-            lo = rate
-            if hi < math.inf:
+        if probe(k):
+            lo = k
+            if hi is not None:
                 break
-            if rate >= max_rps:
+            if k >= top:
                 out.stopped = f"reached max_rps {max_rps:g} without failing"
                 break
-            rate = min(rate * step, max_rps)
+            k = min(k + jump, top)
         else:
-            hi = rate
-            if lo > 0:
+            hi = k
+            if lo is not None:
                 break
-            rate = rate / step
-            if rate < floor:
+            k -= jump
+            if grid.rate(k) < floor:
                 out.stopped = f"no rate down to {floor:.3g} req/s met the SLO"
                 break
-    # 2. bisect
-    while lo > 0 and hi < math.inf and hi / lo > 1.0 + resolution and len(out.points) < max_points:
-        mid = math.sqrt(lo * hi)
+    # 2. bisect on the grid: the geometric midpoint, until the two rates are neighbours
+    while lo is not None and hi is not None and hi - lo > 1 and len(out.points) < max_points:
+        mid = (lo + hi) // 2
         if probe(mid):
             lo = mid
         else:
             hi = mid
-    if len(out.points) >= max_points and not out.stopped and (lo == 0 or hi == math.inf or hi / lo > 1 + resolution):
+    if len(out.points) >= max_points and not out.stopped and (lo is None or hi is None or hi - lo > 1):
         out.stopped = f"point budget ({max_points}) spent before the resolution was reached"
-    out.capacity_rps, out.failed_above_rps = lo, hi
+    out.capacity_rps = grid.rate(lo) if lo is not None else 0.0
+    out.failed_above_rps = grid.rate(hi) if hi is not None else math.inf
     return out
 
 

@@ -13,6 +13,10 @@ How an interval is made (the report prints `Interval.method`):
   2^-n, so [min, max] (k = 1) covers it with probability 1 - 2^(1-n): 75 % at n = 3. Six repeats are the
   first count that can leave one extreme out on each side at that coverage: [x(2), x(5)] covers 78 %.
   It assumes nothing about the shape of the noise (host contention is anything but normal);
+- **on one grid**: every rate a search tries is (1 + resolution)^k req/s (benchmark/search.py
+  `RateGrid`), so a paired ratio is a whole number of resolution steps and identical servers give a
+  ratio of exactly 1; "vLLM one step above the incumbent in the worst counted repeat" is a lower bound of
+  exactly 1.0, not 0.9999;
 - **widened by the resolution**: every repeat stops within one resolution step of its boundary, so
   equal repeats (all landing on the same grid point) must not read as a zero-width interval. A capacity
   interval is [x(k) of lo_i, x(n+1-k) of min(hi_i, lo_i x (1 + res))]; a ratio interval is
@@ -39,6 +43,7 @@ import statistics
 from collections.abc import Sequence
 
 from pooling_pipeline.evaluation.benchmark.schemas import Interval
+from pooling_pipeline.evaluation.benchmark.search import RateGrid
 
 TARGET_COVERAGE = 0.75  # what [min, max] of 3 repeats gives; more repeats keep it and narrow the interval
 
@@ -101,14 +106,17 @@ def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], r
         raise ValueError(f"paired repeats needed: {len(numerators)} vs {len(denominators)}")
     if any(d <= 0 for d in denominators):
         return None
-    ratios = sorted(a / b for a, b in zip(numerators, denominators, strict=True))
+    # Both capacities sit on one grid of rates (search.RateGrid), so a ratio is a whole number of steps:
+    # snapping removes the float error that would put "one step above" a hair under the bar.
+    grid = RateGrid.for_resolution(resolution)
+    ratios = sorted(grid.snap(a / b) for a, b in zip(numerators, denominators, strict=True))
     n = len(ratios)
     k = median_rank(n)
-    step = 1.0 + resolution
+    step = grid.growth
     return Interval(
-        median=statistics.median(ratios),
-        low=ratios[k - 1] / step,
-        high=ratios[n - k] * step,
+        median=grid.snap(statistics.median(ratios)),
+        low=grid.snap(ratios[k - 1] / step),
+        high=grid.snap(ratios[n - k] * step),
         n=n,
         confidence=order_coverage(n, k),
         method=_method("the paired ratio vLLM/incumbent", n, k, resolution),
