@@ -7,6 +7,7 @@ every bound below is derived from it, with the reason written beside it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from typing import ClassVar
@@ -17,6 +18,7 @@ from pooling_pipeline.evaluation.benchmark import stats
 from pooling_pipeline.evaluation.benchmark.points import CPU_BOUND, classify, fell_behind, search_point
 from pooling_pipeline.evaluation.benchmark.profiles import BenchmarkPlan, plan_for
 from pooling_pipeline.evaluation.benchmark.runner import (
+    INCUMBENT,
     VLLM,
     ServerBench,
     ServerCrashed,
@@ -126,6 +128,21 @@ def test_a_single_stalled_window_is_confirmed_away_and_a_real_miss_is_confirmed(
     assert calls.count(stall) == 2 and [p.confirmation for p in confirmed.points][:2] == [False, True]
     above = [p for p in confirmed.points if p.offered_rps > capacity + 0.01]
     assert above and len(above) % 2 == 0 and all(not p.within_slo for p in above)  # a real miss, twice
+    # Only a miss at a rate the server sustained before (an earlier repeat) contradicts the evidence: a miss
+    # above it is the boundary a search expects, taken as is.
+    calls.clear()
+    bounded = search_capacity(
+        _stalls_once(capacity + 0.01, set(), calls),
+        grid.rate(10),
+        resolution=0.25,
+        confirm_misses=1,
+        confirm_up_to_rps=grid.rate(11),
+    )
+    assert (
+        bounded.capacity_rps == clean
+        and len(calls) == len(set(calls))
+        and not any(p.confirmation for p in bounded.points)
+    )
 
 
 def test_a_generator_limited_miss_is_not_confirmed():
@@ -454,6 +471,35 @@ def test_the_search_finds_a_known_capacity_within_its_resolution():
     assert [k.concurrency for k in bench.knee][:3] == [1, 2, 4]
     assert max(found) >= capacity / 1.1 / 1.1, f"capacities found {found}: " + "; ".join(logs)
     assert any("meets the 275 ms SLO" in line for line in logs)
+
+
+def test_both_servers_replay_one_arrival_trace_per_repeat_scaled_to_each_rate():
+    # Common random numbers: within a repeat, every window (either server, any rate) is the same seeded
+    # unit-rate Poisson trace; the next repeat draws another. Read back from the server's arrival clock.
+    plan = BenchmarkPlan(
+        profile=BenchmarkProfile.CUSTOM, requests_per_point=40, min_window_s=0.1, max_window_s=10.0, warmup_s=0.0
+    )
+
+    def normalized_gaps(server: LoopbackServer, name: str, rate: float, repeat: int) -> list[float]:
+        bench = ServerBench(
+            Target(name=name, url=server.url, model="m", dialect=Dialect.OPENAI), Workload(), plan, print
+        )
+        server.arrivals(reset=True)
+        bench.window(rate, repeat)
+        times = sorted(server.arrivals(reset=True))
+        return [(b - a) * rate for a, b in itertools.pairwise(times)][:12]
+
+    server = LoopbackServer()
+    server.start()
+    try:
+        vllm_slow = normalized_gaps(server, VLLM, 8.0, repeat=0)
+        incumbent_fast = normalized_gaps(server, INCUMBENT, 16.0, repeat=0)
+        next_repeat = normalized_gaps(server, VLLM, 8.0, repeat=1)
+    finally:
+        server.stop()
+    same = max(abs(a - b) for a, b in zip(vllm_slow, incumbent_fast, strict=True))
+    other = max(abs(a - b) for a, b in zip(vllm_slow, next_repeat, strict=True))
+    assert same < 0.2 < other, (same, other, vllm_slow, incumbent_fast, next_repeat)
 
 
 # ---- a server that dies
