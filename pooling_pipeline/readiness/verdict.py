@@ -18,7 +18,8 @@ first that fails decides:
                         judged on the worst workload against the bar (default 1.0x: "performance >= Caikit")
                         lower bound >= bar         -> pass
                         interval straddles the bar -> revisit (inconclusive: within measurement noise)
-                        upper bound < bar          -> keep-incumbent (slower than the incumbent)
+                        upper bound <= bar         -> keep-incumbent (slower than the incumbent: both
+                                                      bounds are strict, see benchmark/stats.py)
                         no incumbent measured      -> "not compared": does not block unless
                                                       `require_incumbent` (the default on a cluster)
 all pass                                          -> migrate
@@ -278,10 +279,11 @@ def _performance(judge: _Judge, bench: LoadBenchmarkResult, t: ReadinessThreshol
         return _not_compared(judge, bench, t)
     texts = {w.workload: _ratio_text(w, ratio) for w, ratio in compared}
     ratios = {w.workload: ratio for w, ratio in compared}
-    below = [w.workload for w, ratio in compared if ratio.high < bar]
+    below = [w.workload for w, ratio in compared if ratio.high <= bar]
     if below:
         reasons = (
-            f"performance vs incumbent: {texts[n][0]} < {bar:.2f} {texts[n][1]}: slower than the incumbent"
+            f"performance vs incumbent: {texts[n][0]} {'<' if ratios[n].high < bar else '≤'} {bar:.2f} "
+            f"{texts[n][1]}: slower than the incumbent"
             for n in below
         )
         return judge.fail(Criterion.PERFORMANCE, Verdict.KEEP_INCUMBENT, *reasons)

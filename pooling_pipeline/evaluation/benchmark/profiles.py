@@ -40,7 +40,10 @@ class BenchmarkPlan(BaseModel):
     )
     resolution: float = Field(0.05, gt=0, le=1, description="bisect until failing / passing rate <= 1 + this")
     confirm_misses: int = Field(
-        1, ge=0, description="windows measured again at a rate that missed the SLO before it counts as failing"
+        1,
+        ge=0,
+        description="windows measured again at a rate that missed the SLO before it counts as failing; only at "
+        "or below the highest rate the server sustained in an earlier repeat (so never in repeat 1)",
     )
     requests_per_point: int = Field(300, ge=10, description="requests an open-loop window aims to hold")
     min_window_s: float = Field(2.0, gt=0, description="shortest measured window, seconds")
@@ -64,7 +67,7 @@ class BenchmarkPlan(BaseModel):
     max_rps: float = Field(100_000.0, gt=0, description="the search never offers more than this")
     common_load: bool = Field(True, description="measure both servers at one common rate (p99 side by side)")
     timeout_s: float = Field(60.0, gt=0, description="per request")
-    seed: int = 0
+    seed: int = Field(0, description="workload texts; repeat r's arrival trace is seed + r (both servers)")
     max_workers: int | None = Field(None, description="generator processes at most (default: the CPU count)")
     generator_target_busy: float = Field(
         0.5, gt=0, le=1, description="add generator processes so each stays below this share of a core"

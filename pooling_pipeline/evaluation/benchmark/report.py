@@ -62,11 +62,12 @@ def points_table(result: LoadBenchmarkResult) -> str:
         for cap in (w.vllm, w.incumbent):
             for s in cap.searches if cap else []:
                 for p in s.points:
+                    note = ("confirming window at a rate that missed; " if p.confirmation else "") + p.note
                     rows.append(
                         f"| {w.workload} | {s.server} | {s.repeat + 1} | {p.offered_rps:.1f} | {p.achieved_rps:.1f} "
                         f"| {p.requests} | {fmt(p.p50_ms)} | {fmt(p.p99_ms)} | {p.success_rate:.3f} "
                         f"| {'yes' if p.within_slo else 'no'} | {fmt(p.lag_p99_ms)} | {p.workers} | {p.kind.value} "
-                        f"| {p.note[:160]} |"
+                        f"| {note[:160]} |"
                     )
                 if not s.points and s.note:
                     blank = " – |" * 2 + " 0 |" + " – |" * 3 + " no |" + " – |" * 3

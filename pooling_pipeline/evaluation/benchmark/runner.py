@@ -53,6 +53,7 @@ from pooling_pipeline.evaluation.benchmark.search import repeat_step, search_cap
 from pooling_pipeline.evaluation.loadgen import (
     Dialect,
     LoadSummary,
+    Schedule,
     StopRule,
     Workload,
     constant_schedule,
@@ -221,7 +222,6 @@ class ServerBench:
         self.busy_threads: int | None = None
         self._threads_before: dict | None = None
         self._threads_after: dict | None = None
-        self._windows = 0
 
     # ---- measurement
 
@@ -253,23 +253,26 @@ class ServerBench:
         need = rate * self.cpu_per_request_s / self.plan.generator_target_busy
         return max(1, min(self.plan.workers_cap(), math.ceil(need)))
 
+    def schedule(self, rate: float, repeat: int) -> Schedule:
+        """The arrivals of one window of `repeat` at `rate`.
+
+        Common random numbers: every window of repeat r, on either server and at any rate, is one seeded
+        unit-rate Poisson trace scaled to its rate (seed = plan.seed + r). At one rate, both servers and a
+        confirming window replay the identical arrivals, so a confirmation tests the host, not the trace's
+        luck, and run k replays run 1's traces. At different rates the windows cover different stretches
+        of the trace (warm-up and window length are in seconds). Repeats differ by their trace, so the
+        interval spans trace luck as well as host noise."""
+        plan = self.plan
+        duration = plan.window_s(rate)
+        if plan.arrival == "poisson":
+            return poisson_schedule(rate, duration_s=duration, warmup_s=plan.warmup_s, seed=plan.seed + repeat)
+        return constant_schedule(rate, duration_s=duration, warmup_s=plan.warmup_s)
+
     def window(self, rate: float, repeat: int, workers: int | None = None, what: str = "") -> SearchPoint:
         """One open-loop window at `rate`, sized from the rate; re-run with more processes if limited."""
         plan = self.plan
         workers = workers or self.workers_for(rate)
-        duration = plan.window_s(rate)
-        self._windows += 1
-        # Common random numbers: every window of repeat r, at any rate and on either server, replays one
-        # seeded unit-rate Poisson trace scaled to its rate. The two servers of a pair then face the same
-        # bursts at the same load, so their ratio shows the servers, not two draws of arrivals; a rate's
-        # pass/fail is monotone within a repeat (a higher rate is the same trace, denser), and run k
-        # replays run 1's traces. Repeats differ by their trace, so the interval still spans trace luck.
-        seed = plan.seed + repeat
-        schedule = (
-            poisson_schedule(rate, duration_s=duration, warmup_s=plan.warmup_s, seed=seed)
-            if plan.arrival == "poisson"
-            else constant_schedule(rate, duration_s=duration, warmup_s=plan.warmup_s)
-        )
+        schedule = self.schedule(rate, repeat)
         label = self._label(what or f"r{repeat + 1} open {rate:.4g}/s")
         if self.sampler is not None:
             self.sampler.phase = label

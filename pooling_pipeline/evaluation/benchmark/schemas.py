@@ -37,7 +37,9 @@ class Interval(BaseModel):
     method: str = Field("", description="how low/high were made, for the report")
 
     def straddles(self, threshold: float) -> bool:
-        return self.low < threshold <= self.high
+        # Strictly inside: a ratio interval's bounds are strict (the true ratio lies strictly between them,
+        # benchmark/stats.py), so a bound equal to the threshold still decides.
+        return self.low < threshold < self.high
 
     def fmt(self, digits: int = 2) -> str:
         return f"{self.median:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
@@ -69,7 +71,7 @@ class SearchPoint(BaseModel):
     lag_drift_ms: float | None = None  # how much later the last sends went out than the first (> 0: behind)
     generator_busy: float | None = None  # generator CPU / wall while sending, per process (1.0 = saturated)
     stopped_early: bool = False  # the window ended once its failure was certain (see loadgen StopRule)
-    confirmation: bool = False  # a second window at a rate whose first window missed (search `confirm_misses`)
+    confirmation: bool = False  # a confirming window at a rate whose window missed (search `confirm_misses`)
 
 
 class CapacitySearch(BaseModel):

@@ -5,8 +5,8 @@ of ours:
 
 - **start from a calibration**: the closed-loop sweep at concurrency 1, 2, 4, ... (run first, for the
   knee plot) gives the saturation throughput X; capacity at any SLO is below X, so the search starts at
-  X/2, doubles while the SLO holds and halves while it does not, until one passing and one failing rate
-  bracket the boundary;
+  the grid rate nearest X/2 and moves up while the SLO holds and down while it does not, by the whole
+  grid steps nearest a factor of 2, until one passing and one failing rate bracket the boundary;
 - **one fixed grid of rates** (`RateGrid`): every rate tried is (1 + resolution)^k req/s for an integer k,
   for every server, repeat and run. Bisection halves the index interval (the geometric midpoint, so the
   same relative precision at 5 req/s on a CPU and 5000 req/s on a GPU) until the passing and the failing
@@ -14,19 +14,23 @@ of ours:
   calibration lands on a different grid each time, so two runs of identical servers could report
   capacities a step apart, and their ratio anywhere within a factor (1 + resolution)^2; on a shared grid,
   identical servers give identical capacities and a paired ratio is a whole number of steps;
+  `max_rps` is met as the highest grid rate at or below it;
 - **a contradicting miss is confirmed** (`confirm_misses`, 1 by default): a window that misses the SLO at
   a rate the server already sustained in an earlier repeat (`confirm_up_to_rps`) is measured once more
   at the same rate, and the rate fails only when every window missed. A short window's p99 is nearly
   its maximum (at 30 requests, one late answer decides it), so a single scheduler stall on a shared
   host used to fail a rate the server sustains and cut that repeat's capacity by a step or more (the
-  repeats an interval's lower bound is made of). A miss above every sustained rate is what a search
-  expects at its boundary and is taken as is: confirming those too cost the demo ~130 s a catalog run
-  (measured: 220 such confirmations in 3 runs, 174 missed again). Both servers get the same rule; the
-  points list keeps every window, the confirming ones marked `confirmation`.
+  repeats an interval's lower bound is made of). The confirming window replays the same arrivals
+  (runner `ServerBench.schedule`), so it tests the host, not the trace. A miss above every sustained rate
+  is what a search expects at its boundary and is taken as is: confirming those too cost the demo ~130 s
+  a catalog run (measured 2026-12-07 when each window still drew its own arrivals: 220 such
+  confirmations in 3 runs, 174 missed again). Repeat 1 has nothing sustained before it, so it confirms
+  nothing. Both servers get the same rule; the points list keeps every window, the confirming ones
+  marked `confirmation`.
 
 Later repeats start at the previous repeat's capacity with steps of `1 + max(resolution, 0.25)` instead
 of doubling: a repeat re-decides the boundary on its own measurements (it can move either way) at the
-cost of about two windows instead of five.
+cost of about two windows instead of five (three or four when a miss is confirmed).
 
 A rate whose window the generator could not offer (GENERATOR_LIMITED, after its re-run with more
 workers) counts as failing without a confirmation (another window would not change the generator):
@@ -112,11 +116,15 @@ def search_capacity(
     """
     if start_rps <= 0 or resolution <= 0 or step <= 1:
         raise ValueError(f"need start_rps > 0, resolution > 0, step > 1 (got {start_rps}, {resolution}, {step})")
+    if not max_rps > 0:
+        raise ValueError(f"need max_rps > 0 (got {max_rps}); use math.inf for no ceiling")
     grid = RateGrid.for_resolution(resolution)
     floor = min_rps if min_rps is not None else start_rps / 16
-    top = grid.floor(max_rps)
+    # No ceiling: an index no search of max_points steps can reach (rate() would overflow near 2^1024).
+    top = grid.floor(max_rps) if math.isfinite(max_rps) else grid.nearest(start_rps) + 10_000
     jump = grid.steps(step)
     out = SearchOutcome(0.0, math.inf)
+    unconfirmed: list[float] = []  # misses the point budget left no window to confirm
     lo: int | None = None  # grid index of the highest passing rate so far
     hi: int | None = None  # ... and of the lowest failing rate above it
 
@@ -126,7 +134,10 @@ def search_capacity(
         out.points.append(point)
         contradicts = rate <= confirm_up_to_rps * (1 + 1e-9)
         for _ in range(confirm_misses if contradicts else 0):
-            if point.within_slo or point.kind is PointKind.GENERATOR_LIMITED or len(out.points) >= max_points:
+            if point.within_slo or point.kind is PointKind.GENERATOR_LIMITED:
+                break
+            if len(out.points) >= max_points:
+                unconfirmed.append(rate)
                 break
             point = measure(rate).model_copy(update={"confirmation": True})
             out.points.append(point)
@@ -140,7 +151,7 @@ def search_capacity(
             if hi is not None:
                 break
             if k >= top:
-                out.stopped = f"reached max_rps {max_rps:g} without failing"
+                out.stopped = f"reached max_rps {max_rps:g} (grid rate {grid.rate(top):.4g}) without failing"
                 break
             k = min(k + jump, top)
         else:
@@ -160,6 +171,9 @@ def search_capacity(
             hi = mid
     if len(out.points) >= max_points and not out.stopped and (lo is None or hi is None or hi - lo > 1):
         out.stopped = f"point budget ({max_points}) spent before the resolution was reached"
+    if unconfirmed:
+        note = f"the point budget ({max_points}) left no window to confirm the miss at {unconfirmed[-1]:.4g} req/s"
+        out.stopped = f"{out.stopped}; {note}" if out.stopped else note
     out.capacity_rps = grid.rate(lo) if lo is not None else 0.0
     out.failed_above_rps = grid.rate(hi) if hi is not None else math.inf
     return out

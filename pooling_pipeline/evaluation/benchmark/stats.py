@@ -16,7 +16,10 @@ How an interval is made (the report prints `Interval.method`):
 - **on one grid**: every rate a search tries is (1 + resolution)^k req/s (benchmark/search.py
   `RateGrid`), so a paired ratio is a whole number of resolution steps and identical servers give a
   ratio of exactly 1; "vLLM one step above the incumbent in the worst counted repeat" is a lower bound of
-  exactly 1.0, not 0.9999;
+  exactly 1.0, not 0.9999. Both bounds of a ratio are strict: a repeat's true capacity lies in
+  [lo, lo x (1 + res)), so the true ratio of a pair lies strictly between r / (1 + res) and r x (1 + res).
+  A lower bound equal to the bar therefore clears it, and an upper bound equal to it falls short
+  (readiness/verdict.py; `Interval.straddles` is strict on both sides);
 - **widened by the resolution**: every repeat stops within one resolution step of its boundary, so
   equal repeats (all landing on the same grid point) must not read as a zero-width interval. A capacity
   interval is [x(k) of lo_i, x(n+1-k) of min(hi_i, lo_i x (1 + res))]; a ratio interval is
@@ -127,7 +130,7 @@ def worth_extending(ratio: Interval, bar: float, resolution: float) -> bool:
     """More repeats could settle a ratio interval that straddles `bar`: its median is clear of the bar by
     more than one resolution step (so an outlier repeat, not the median, keeps the interval across)."""
     step = 1.0 + resolution
-    return ratio.straddles(bar) and (ratio.median / step >= bar or ratio.median * step < bar)
+    return ratio.straddles(bar) and (ratio.median / step >= bar or ratio.median * step <= bar)
 
 
 def scaled(interval: Interval, factor: float) -> Interval:
