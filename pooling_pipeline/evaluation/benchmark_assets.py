@@ -145,6 +145,7 @@ def load_benchmark(
         entry.name, targets, workloads, plan, log=context.log.info, incumbent_error=why,
         cold_start_s=inference_service.cold_start_s, gpu_hour_price=config.gpu_hour_price,
         dcgm_url=config.dcgm_metrics_url, dcgm_pod=pod, decision_bar=config.decision_bar,
+        generator_cores=inference_service.details.get("service_cores"),
     )  # fmt: skip
     out_dir = Path(config.results_dir) if config.results_dir else scratch.benchmark_dir(entry.name, result.started_at)
     out_dir.mkdir(parents=True, exist_ok=True)

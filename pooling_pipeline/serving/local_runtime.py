@@ -39,10 +39,12 @@ from pooling_pipeline.serving.cpu_adaptation import CpuSettings, LocalCommand, a
 from pooling_pipeline.serving.diagnosis import diagnose
 from pooling_pipeline.serving.manifests import effective_container
 from pooling_pipeline.serving.target import Deployment, ModelManifests, RolloutError
+from pooling_pipeline.stack.cpu_placement import confine_server
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import (
     StackError,
     free_port,
+    group_members,
     pid_alive,
     read_pid,
     start_detached,
@@ -110,7 +112,7 @@ def adapt(rollout: LocalRollout, layout: StackLayout, key: str, port: int) -> Lo
 def local_spec_hash(rollout: LocalRollout, layout: StackLayout, key: str) -> str:
     """sha256 of what would run (adapted argv + env, storageUri, vLLM version), independent of the port."""
     command = adapt(rollout, layout, key, port=0)
-    body = {
+    body: dict[str, Any] = {
         "argv": command.argv,
         "env": command.env,
         "storage_uri": storage_uri_of(rollout.manifests),
@@ -348,6 +350,7 @@ def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> 
                 evidence=tail(log_path, _EVIDENCE_LINES),
             )
     cold_start = time.monotonic() - started
+    placed = confine_server(group_members(process.pid), command.placement) if command.placement else None
 
     deployment = Deployment(
         model=manifests.model,
@@ -372,6 +375,10 @@ def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> 
             "model_bytes_downloaded": fetched.bytes_downloaded,
             "startup_s": round(cold_start - download_s, 2),
             "adaptations": [a.model_dump() for a in command.adaptations],
+            # The load generator runs on the service cores too (load_benchmark), never on the model's.
+            "service_cores": list(command.placement.service_cores) if command.placement else None,
+            "cpu_placement": placed.model_dump() if placed else None,
+            "cpu_placement_problem": placed.problem() if placed else None,
         },
     )
     (folder / _STATE).write_text(deployment.model_dump_json(indent=1))

@@ -54,6 +54,7 @@ from pooling_pipeline.serving.target import (
     ReleaseRecord,
     RuntimeRegistration,
 )
+from pooling_pipeline.stack.cpu_placement import machine_placement
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import StackError
 from pooling_pipeline.stack.vllm_runtime import API_SERVER_MODULE, ensure_vllm_env, verify_vllm_env
@@ -76,6 +77,11 @@ class LocalServingTarget(dg.ConfigurableResource):
         default="float32", description="dtype when the catalog says auto: float32 (parity) or bfloat16"
     )
     enforce_eager: bool = Field(default=True, description="--enforce-eager: ~30 s cold start instead of 35-60 s")
+    cpu_placement: bool = Field(
+        default=True,
+        description="POOLING_LOCAL_CPU_PLACEMENT: the model's threads own all cores but one; vLLM's API server and "
+        "engine core and the load generator share that one (stack/cpu_placement.py)",
+    )
     ready_timeout_s: float = Field(default=300.0, gt=0, description="seconds to wait for /health")
     namespace: str = Field(
         default=DEFAULT_NAMESPACE, description="rendered namespace; a non-default one gets its own servers"
@@ -100,6 +106,7 @@ class LocalServingTarget(dg.ConfigurableResource):
             memory_fraction=self.cpu_memory_fraction,
             dtype=self.cpu_dtype,  # narrowed to CpuDtype by the check above
             enforce_eager=self.enforce_eager,
+            placement=machine_placement(self.cpu_placement),
         )
 
     def s3_resource(self) -> S3Resource:

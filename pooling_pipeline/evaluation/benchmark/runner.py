@@ -26,7 +26,7 @@ import functools
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -67,6 +67,7 @@ from pooling_pipeline.evaluation.resources_sampler import ResourceSample, Resour
 from pooling_pipeline.evaluation.server_metrics import MetricsSnapshot, scrape, server_side_summary
 from pooling_pipeline.serving.endpoint_auth import auth_failure_hint, request_headers, tls_verify
 from pooling_pipeline.serving.target import Deployment
+from pooling_pipeline.stack.cpu_placement import format_cpu_list, run_on
 
 VLLM, INCUMBENT = "vllm", "incumbent"
 Log = Callable[[str], None]
@@ -572,9 +573,36 @@ def run_load_benchmark(
     dcgm_url: str | None = None,
     dcgm_pod: str | None = None,
     decision_bar: float | None = None,
+    generator_cores: Sequence[int] | None = None,
 ) -> tuple[LoadBenchmarkResult, dict[str, list[ResourceSample]]]:
     """The whole benchmark of one model; returns the result and each server's resource samples.
-    `decision_bar`: the capacity ratio readiness decides on; close comparisons get more repeats."""
+    `decision_bar`: the capacity ratio readiness decides on; close comparisons get more repeats.
+    `generator_cores`: where the load generator runs (a local deployment's service cores, which keep it off
+    the model's cores: stack/cpu_placement.py); None: wherever this process may."""
+    with run_on(generator_cores):
+        result, samples = _run_load_benchmark(
+            model, targets, workloads, plan, log=log, incumbent_error=incumbent_error, cold_start_s=cold_start_s,
+            gpu_hour_price=gpu_hour_price, dcgm_url=dcgm_url, dcgm_pod=dcgm_pod, decision_bar=decision_bar,
+            generator_cores=generator_cores,
+        )  # fmt: skip
+    return result, samples
+
+
+def _run_load_benchmark(
+    model: str,
+    targets: list[Target],
+    workloads: list[Workload],
+    plan: BenchmarkPlan,
+    *,
+    log: Log,
+    incumbent_error: str | None,
+    cold_start_s: float | None,
+    gpu_hour_price: float | None,
+    dcgm_url: str | None,
+    dcgm_pod: str | None,
+    decision_bar: float | None,
+    generator_cores: Sequence[int] | None,
+) -> tuple[LoadBenchmarkResult, dict[str, list[ResourceSample]]]:
     t0 = time.monotonic()
     started_at = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     result = LoadBenchmarkResult(
@@ -637,18 +665,22 @@ def run_load_benchmark(
     total = sum(sum(p.requests for s in c.searches for p in s.points) for c in caps)
     ok = sum(sum(p.requests * p.success_rate for s in c.searches for p in s.points) for c in caps)
     result.success_rate = ok / total if total else 0.0
-    result.conditions = _conditions(live, benches, plan)
+    result.conditions = _conditions(live, benches, plan, generator_cores)
     result.duration_s = round(time.monotonic() - t0, 1)
     return result, samples
 
 
-def _conditions(targets: list[Target], benches: dict[str, ServerBench], plan: BenchmarkPlan) -> dict[str, str]:
+def _conditions(
+    targets: list[Target], benches: dict[str, ServerBench], plan: BenchmarkPlan, generator_cores: Sequence[int] | None
+) -> dict[str, str]:
     out = {
         "profile": plan.profile.value,
         "load": "one server at a time (the other idle); vLLM and the incumbent alternate by repeat",
         "arrivals": f"{plan.arrival}, open loop; latency from the planned send",
         "host cpus": str(psutil.cpu_count() or "?"),
     }
+    if generator_cores:
+        out["load generator cores"] = format_cpu_list(generator_cores)
     for t in targets:
         busy = benches[t.name].busy_threads if t.name in benches else None
         out.update(cond.describe(t.name, pids=t.pids, dtype=t.dtype, busy=busy))
