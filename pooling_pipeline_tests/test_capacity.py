@@ -234,6 +234,28 @@ def test_only_a_straddling_ratio_with_its_median_clear_of_the_bar_is_worth_more_
     assert not stats.worth_extending(iv(2.00, 1.50, 2.60), 1.0, 0.25)  # already clear: nothing to settle
 
 
+def test_a_ratio_over_an_incumbent_that_sustained_nothing_has_no_upper_bound():
+    # all-minilm-l6-v2 on 2 cores, 2026-12-07: vLLM sustained 0.6, 0.5, 0.8 req/s; Caikit's p99 one request at
+    # a time was already over the SLO (capacity 0), bounded by its one-at-a-time rate, ~11 req/s. The ratio
+    # over the bound is only a lower bound: it was reported as 0.06 [0.04, 0.09], a keep-incumbent.
+    vllm, bound = [0.64, 0.512, 0.8], [11.0, 11.0, 11.0]
+    iv = stats.ratio_interval(vllm, bound, 0.25, upper_bounds=[True, True, True])
+    assert iv is not None
+    assert iv.low == pytest.approx(0.512 / 11.0 / 1.25, rel=0.13) and math.isinf(iv.high)
+    assert iv.straddles(1.0) and "known only from below" in iv.method and iv.fmt(2).endswith(", ∞]")
+    assert not stats.worth_extending(iv, 1.0, 0.25)  # more repeats at this SLO cannot bound it
+    # One bounded repeat of three: the median's order statistics still bound it.
+    mixed = stats.ratio_interval([10.0, 10.0, 10.0], [10.0, 10.0, 5.0], 0.25, upper_bounds=[False, False, True])
+    assert mixed is not None and math.isinf(mixed.high) and mixed.low == pytest.approx(0.8)
+    six = stats.ratio_interval([10.0] * 6, [10.0] * 5 + [5.0], 0.25, upper_bounds=[False] * 5 + [True])
+    assert six is not None and not math.isinf(six.high)  # [second lowest, second highest] of 6 leaves it out
+    # vLLM sustained nothing either: 0 / bound is a ratio of 0, not unbounded.
+    zero = stats.ratio_interval([0.0] * 3, bound, 0.25, upper_bounds=[True] * 3)
+    assert zero is not None and zero.high == 0.0
+    # An infinite bound survives the JSON the benchmark writes to S3.
+    assert Interval.model_validate_json(iv.model_dump_json()).high == math.inf
+
+
 class _Scripted(ServerBench):
     """A ServerBench whose searches return scripted capacities (vLLM vs the incumbent, per repeat)."""
 

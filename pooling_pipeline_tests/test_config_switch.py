@@ -311,6 +311,17 @@ def test_local_serving_downloads_from_the_same_s3(clean_env) -> None:
     assert resources["serving"].s3 is resources["s3"]
 
 
+def test_local_cpu_placement_is_on_unless_turned_off(clean_env, monkeypatch) -> None:
+    assert config.load_settings().local_cpu_placement is True
+    assert config.build_resources()["serving"].cpu_placement is True
+    monkeypatch.setenv("POOLING_LOCAL_CPU_PLACEMENT", "false")
+    assert config.build_resources()["serving"].cpu_placement is False
+    assert config.build_resources()["serving"].cpu_settings().placement is None
+    monkeypatch.setenv("POOLING_LOCAL_CPU_PLACEMENT", "sometimes")
+    with pytest.raises(config.TargetConfigError, match=r"POOLING_LOCAL_CPU_PLACEMENT='sometimes': use true or false"):
+        config.load_settings()
+
+
 CLUSTER_POD_ENV = {
     "POOLING_TARGET": "cluster",
     "POOLING_S3_BUCKET": "models-bucket",

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from pooling_pipeline.evaluation.benchmark.conditions import configured
 from pooling_pipeline.serving.cpu_adaptation import CpuSettings
 from pooling_pipeline.serving.local_runtime import LocalRollout, deployment_key, local_spec_hash
 from pooling_pipeline.stack.cpu_placement import (
@@ -123,6 +124,10 @@ def test_confining_a_server_leaves_its_model_threads_and_moves_every_other_threa
         assert list(affinities.values()).count(set(placement.model_cores)) == 1
         assert all(a in (set(placement.model_cores), set(placement.service_cores)) for a in affinities.values())
         assert all(os.sched_getaffinity(tid) == set(placement.service_cores) for tid in _tids(child))
+        # The benchmark's conditions table says where the server's threads may run, per set of cores.
+        n_service = sum(1 for a in affinities.values() if a == set(placement.service_cores))
+        service = format_cpu_list(placement.service_cores)
+        assert configured([proc.pid])["cores"] == f"{model}: 1 thread; {service}: {n_service} threads"
         # Idempotent: a second pass finds everything in place.
         again = confine_server(group_members(proc.pid), placement)
         assert again.model_threads == 1 and again.confined_threads == 0

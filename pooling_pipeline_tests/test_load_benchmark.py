@@ -169,7 +169,10 @@ def test_minilm_on_vllm_cpu_against_caikit_gives_a_capacity_at_100_ms_with_an_in
             dtype="float32",
         ),
     ]
-    result, _ = run_load_benchmark("all-minilm-l6-v2", targets, plan.workloads(ModelKind.EMBEDDING), plan, log=print)
+    service = minilm_deployment.details.get("service_cores")
+    result, _ = run_load_benchmark(
+        "all-minilm-l6-v2", targets, plan.workloads(ModelKind.EMBEDDING), plan, log=print, generator_cores=service
+    )
     print(headline(result), f"\nDEMO benchmark of one model: {result.duration_s} s", result.conditions)
     assert result.server_crashed is None
     (w,) = result.workloads
@@ -181,6 +184,11 @@ def test_minilm_on_vllm_cpu_against_caikit_gives_a_capacity_at_100_ms_with_an_in
         assert cap.knee and cap.knee[0].concurrency == 1 and cap.knee[0].requests_per_s > 0
     assert w.capacity_ratio is not None and w.capacity_ratio.low <= w.capacity_ratio.median <= w.capacity_ratio.high
     assert result.conditions["vllm dtype"] == result.conditions["incumbent dtype"] == "float32"
+    if service:  # placed (2+ cores): the generator ran beside vLLM's API server, off the model's core
+        assert result.conditions["load generator cores"] == ",".join(map(str, service))
+        assert "VLLM_CPU_OMP_THREADS_BIND=" in result.conditions["vllm threads"]
+        # vLLM's threads on two sides (model cores; service cores), Caikit's on every core.
+        assert len(result.conditions["vllm cores"].split("; ")) == 2
     # vLLM's own /metrics, scraped around each search: it counted the answers the generator got (at least the
     # measured ones; warm-ups, knee windows and stopped windows add more). Caikit's REST port exports none.
     for search in w.vllm.searches:

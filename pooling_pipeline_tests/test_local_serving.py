@@ -6,6 +6,7 @@ Slow (each server takes ~30-60 s to start on 2 cores) but in CI: the servers are
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,8 @@ from pooling_pipeline.serving.cpu_adaptation import get_flag
 from pooling_pipeline.serving.local_runtime import current_deployment, rss_bytes
 from pooling_pipeline.serving.manifests import render_all_templates
 from pooling_pipeline.serving.target import RolloutError
-from pooling_pipeline.stack.processes import pid_alive
+from pooling_pipeline.stack.cpu_placement import plan_placement
+from pooling_pipeline.stack.processes import group_members, pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +51,30 @@ def test_minilm_from_s3_answers_embeddings_with_384_dims(minilm_deployment, mini
     assert all(len(v) == 384 for v in vectors)
     assert vectors[0] != vectors[1]
     print(f"MiniLM cold start {dep.cold_start_s:.1f} s, RSS {rss_bytes(dep.details['pid']) / 2**20:.0f} MiB")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="placement needs two cores to split")
+def test_the_model_threads_own_their_cores_and_everything_else_runs_on_the_service_cores(minilm_deployment):
+    """The local rollout's CPU placement (stack/cpu_placement.py), checked on the real vLLM-CPU process tree:
+    VLLM_CPU_OMP_THREADS_BIND took (its worker's threads are on the model cores) and no other thread of the
+    server may run there."""
+    dep = minilm_deployment
+    placement = plan_placement(os.sched_getaffinity(0))
+    assert placement is not None
+    assert dep.details["service_cores"] == list(placement.service_cores)
+    assert dep.details["cpu_placement_problem"] is None
+    assert dep.details["cpu_placement"]["model_threads"] > 0
+    model, service = set(placement.model_cores), set(placement.service_cores)
+    on_model = on_service = 0
+    for pid in group_members(dep.details["pid"]):
+        for tid in (int(t) for t in os.listdir(f"/proc/{pid}/task")):
+            cores = os.sched_getaffinity(tid)
+            assert cores in (model, service), f"thread {tid} of process {pid} may run on {cores}"
+            on_model += cores == model
+            on_service += cores == service
+    assert on_model > 0 and on_service > 0
+    # The API server itself (the process the PID file names) is on the service side.
+    assert os.sched_getaffinity(dep.details["pid"]) == service
 
 
 def test_cross_encoder_answers_score_and_both_rerank_apis(cross_encoder_deployment):

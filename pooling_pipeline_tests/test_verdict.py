@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from pooling_pipeline.catalog import ModelKind
@@ -212,6 +214,16 @@ CASES = [
         Verdict.KEEP_INCUMBENT,
         Criterion.PERFORMANCE,
         "capacity ratio 0.80 [0.64, 1.00] ≤ 1.00",
+    ),
+    (
+        # The incumbent sustained nothing (one request at a time already missed its SLO): the ratio is known
+        # only from below, so a low lower bound is not a keep-incumbent (stats.ratio_interval).
+        "an_unbounded_ratio_below_the_bar_is_within_noise_not_slower",
+        ready(benchmark=bench(workload(ratio=(0.06, 0.04, math.inf)))),
+        None,
+        Verdict.REVISIT,
+        Criterion.PERFORMANCE,
+        "capacity ratio 0.06 [0.04, ∞]",
     ),
     (
         "lower_bound_exactly_at_the_bar_migrates",

@@ -469,7 +469,8 @@ class ServerBench:
 def _capacity_or_bound(search: CapacitySearch, bench: ServerBench) -> float:
     """The incumbent's capacity in one repeat, or, when it was 0, an upper bound on it (the lowest rate it
     failed, else its one-at-a-time throughput): a ratio over that is a lower bound, so a repeat where the
-    incumbent sustained nothing still counts, and counts conservatively."""
+    incumbent sustained nothing still counts, and counts conservatively (stats.ratio_interval is told
+    which repeats these are: their ratios have no upper bound)."""
     if search.capacity_rps > 0:
         return search.capacity_rps
     failed = [p.offered_rps for p in search.points if not p.within_slo]
@@ -553,10 +554,12 @@ def _ratio(benches: dict[str, ServerBench], plan: BenchmarkPlan) -> Interval | N
     """vLLM / incumbent over the paired repeats run so far (None without an incumbent)."""
     if INCUMBENT not in benches:
         return None
+    incumbent = benches[INCUMBENT].searches
     return stats.ratio_interval(
         [s.capacity_rps for s in benches[VLLM].searches],
-        [_capacity_or_bound(s, benches[INCUMBENT]) for s in benches[INCUMBENT].searches],
+        [_capacity_or_bound(s, benches[INCUMBENT]) for s in incumbent],
         plan.resolution,
+        upper_bounds=[s.capacity_rps <= 0 for s in incumbent],
     )
 
 

@@ -11,6 +11,7 @@ those repeats; `Interval.method` says how it was made.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,7 +28,10 @@ class BenchmarkProfile(StrEnum):
 
 
 class Interval(BaseModel):
-    """A median over repeats with the interval around it."""
+    """A median over repeats with the interval around it. `high` may be infinite: a capacity ratio whose
+    incumbent sustained nothing in enough repeats has no upper bound (JSON writes it as Infinity)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
 
     median: float
     low: float
@@ -42,7 +46,8 @@ class Interval(BaseModel):
         return self.low < threshold < self.high
 
     def fmt(self, digits: int = 2) -> str:
-        return f"{self.median:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        high = "∞" if math.isinf(self.high) else f"{self.high:.{digits}f}"
+        return f"{self.median:.{digits}f} [{self.low:.{digits}f}, {high}]"
 
 
 class PointKind(StrEnum):

@@ -101,28 +101,50 @@ def capacity_interval(lows: Sequence[float], highs: Sequence[float], resolution:
     )
 
 
-def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], resolution: float) -> Interval | None:
+def ratio_interval(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    resolution: float,
+    *,
+    upper_bounds: Sequence[bool] | None = None,
+) -> Interval | None:
     """vLLM / incumbent over paired repeats (repeat i of one with repeat i of the other: they ran back to
-    back, so they saw the same machine state). None when a denominator is zero (the runner passes an
-    upper bound of the incumbent's capacity instead of a zero, which makes that ratio a lower bound)."""
+    back, so they saw the same machine state). None when a denominator is zero.
+
+    `upper_bounds[i]`: denominator i is not a capacity but an upper bound on one (the incumbent sustained
+    no rate in that repeat; the runner passes the lowest rate it failed). That repeat's ratio is then only
+    known from below: at least numerator/bound, with no upper bound while vLLM sustained a rate. So the
+    interval's low is made from the repeats' lower ends and its high from their upper ends, which are
+    infinite for such repeats; the median is the median of the lower ends (conservative). Before, the bound
+    was used as if it were a capacity, and a vLLM that sustained 0.6 req/s against an incumbent that
+    sustained nothing got "ratio 0.06 [0.04, 0.09]", a keep-incumbent that only said the machine was slow."""
     if len(numerators) != len(denominators) or not numerators:
         raise ValueError(f"paired repeats needed: {len(numerators)} vs {len(denominators)}")
     if any(d <= 0 for d in denominators):
         return None
+    bounded = list(upper_bounds) if upper_bounds is not None else [False] * len(numerators)
     # Both capacities sit on one grid of rates (search.RateGrid), so a ratio is a whole number of steps:
     # snapping removes the float error that would put "one step above" a hair under the bar.
     grid = RateGrid.for_resolution(resolution)
-    ratios = sorted(grid.snap(a / b) for a, b in zip(numerators, denominators, strict=True))
-    n = len(ratios)
+    lows = [grid.snap(a / b) for a, b in zip(numerators, denominators, strict=True)]
+    highs = sorted(math.inf if bound and low > 0 else low for low, bound in zip(lows, bounded, strict=True))
+    lows.sort()
+    n = len(lows)
     k = median_rank(n)
     step = grid.growth
     return Interval(
-        median=grid.snap(statistics.median(ratios)),
-        low=grid.snap(ratios[k - 1] / step),
-        high=grid.snap(ratios[n - k] * step),
+        median=grid.snap(statistics.median(lows)),
+        low=grid.snap(lows[k - 1] / step),
+        high=highs[n - k] if math.isinf(highs[n - k]) else grid.snap(highs[n - k] * step),
         n=n,
         confidence=order_coverage(n, k),
-        method=_method("the paired ratio vLLM/incumbent", n, k, resolution),
+        method=_method("the paired ratio vLLM/incumbent", n, k, resolution)
+        + (
+            f"; in {sum(bounded)} of {n} repeats the incumbent sustained no rate, so those ratios are known "
+            "only from below"
+            if any(bounded)
+            else ""
+        ),
     )
 
 
@@ -130,6 +152,10 @@ def worth_extending(ratio: Interval, bar: float, resolution: float) -> bool:
     """More repeats could settle a ratio interval that straddles `bar`: its median is clear of the bar by
     more than one resolution step (so an outlier repeat, not the median, keeps the interval across)."""
     step = 1.0 + resolution
+    if math.isinf(ratio.high) and ratio.median < bar:
+        # The incumbent sustained nothing in repeats that keep the high unbounded: more repeats at this SLO
+        # cannot bound it, and a median below the bar cannot clear it.
+        return False
     return ratio.straddles(bar) and (ratio.median / step >= bar or ratio.median * step <= bar)
 
 
