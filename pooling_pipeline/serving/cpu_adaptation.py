@@ -204,53 +204,33 @@ def adapt_for_cpu(
 
     # Env: caches per deployment; never allow max_model_len above the model limit.
     local_env = dict(env)
+
+    def set_env(name: str, value: str, why: str) -> None:
+        if local_env.get(name) != value:
+            changes.append(Adaptation(item=f"env {name}", cluster=local_env.get(name), local=value, why=why))
+        local_env[name] = value
+
     for name in CACHE_ENV:
         if name in local_env or name in {"HOME", "XDG_CACHE_HOME", "HF_HOME"}:
-            path = str(state_dir / "cache" / name.lower())
-            if local_env.get(name) != path:
-                changes.append(
-                    Adaptation(
-                        item=f"env {name}",
-                        cluster=local_env.get(name),
-                        local=path,
-                        why="per-deployment cache folder instead of the pod's emptyDir",
-                    )
-                )
-            local_env[name] = path
-    if local_env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") != "0":
-        changes.append(
-            Adaptation(
-                item="env VLLM_ALLOW_LONG_MAX_MODEL_LEN",
-                cluster=local_env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN"),
-                local="0",
-                why="forced off (even if this shell sets it): a too-long request would kill the server",
+            set_env(
+                name,
+                str(state_dir / "cache" / name.lower()),
+                "per-deployment cache folder instead of the pod's emptyDir",
             )
-        )
-        local_env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "0"
+    set_env(
+        "VLLM_ALLOW_LONG_MAX_MODEL_LEN",
+        "0",
+        "forced off (even if this shell sets it): a too-long request would kill the server",
+    )
     # The model is already local: vLLM must not try to reach the Hub for it.
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if local_env.get(name) != "1":
-            changes.append(
-                Adaptation(
-                    item=f"env {name}",
-                    cluster=local_env.get(name),
-                    local="1",
-                    why="the model dir is local; no Hub access from the server",
-                )
-            )
-            local_env[name] = "1"
+        set_env(name, "1", "the model dir is local; no Hub access from the server")
     if settings.placement is not None:
-        bind = settings.placement.omp_bind()
-        if local_env.get(OMP_BIND_VAR) != bind:
-            changes.append(
-                Adaptation(
-                    item=f"env {OMP_BIND_VAR}",
-                    cluster=local_env.get(OMP_BIND_VAR),
-                    local=bind,
-                    why=settings.placement.describe() + " (stack/cpu_placement.py)",
-                )
-            )
-        local_env[OMP_BIND_VAR] = bind
+        set_env(
+            OMP_BIND_VAR,
+            settings.placement.omp_bind(),
+            settings.placement.describe() + " (stack/cpu_placement.py)",
+        )
 
     return LocalCommand(
         argv=[*cmd, *out],
