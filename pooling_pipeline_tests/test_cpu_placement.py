@@ -15,10 +15,8 @@ from pooling_pipeline.serving.local_runtime import LocalRollout, deployment_key,
 from pooling_pipeline.stack.cpu_placement import (
     OMP_BIND_VAR,
     CpuPlacement,
-    bound_model_cores,
     confine_server,
     format_cpu_list,
-    parse_cpu_list,
     plan_placement,
     run_on,
 )
@@ -38,18 +36,9 @@ def test_the_last_core_serves_and_the_others_compute():
     assert plan_placement([]) is None
 
 
-def test_core_lists_read_and_write_vllms_format():
-    assert parse_cpu_list("0-2,5") == (0, 1, 2, 5)
-    assert parse_cpu_list("3") == (3,)
-    assert parse_cpu_list("0-1|2-3") == (0, 1)  # one list per rank: the first rank's
+def test_the_model_cores_are_written_in_vllms_core_list_format():
     assert format_cpu_list((2, 0, 1)) == "0,1,2"
-    assert parse_cpu_list(CpuPlacement(model_cores=(0, 1, 2), service_cores=(3,)).omp_bind()) == (0, 1, 2)
-    for bad in ("auto", "nobind", "", "2-1", "x"):
-        with pytest.raises(ValueError):
-            parse_cpu_list(bad)
-    assert bound_model_cores({OMP_BIND_VAR: "0"}) == (0,)
-    assert bound_model_cores({OMP_BIND_VAR: "auto"}) is None
-    assert bound_model_cores({}) is None
+    assert CpuPlacement(model_cores=(0, 1, 2), service_cores=(3,)).omp_bind() == "0,1,2"
 
 
 def test_a_placement_binds_the_model_threads_and_is_part_of_the_spec(tmp_path):

