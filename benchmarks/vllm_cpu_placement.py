@@ -17,6 +17,7 @@ printed, so the split can be checked, not assumed.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -66,8 +67,9 @@ def main() -> int:
         for p in procs:
             by_cores: dict[str, int] = {}
             for t in p.threads():
-                key = format_cpu_list(os.sched_getaffinity(t.id))
-                by_cores[key] = by_cores.get(key, 0) + 1
+                with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                    key = format_cpu_list(os.sched_getaffinity(t.id))
+                    by_cores[key] = by_cores.get(key, 0) + 1
             print(f"{p.pid:>7}  {by_cores}")
         return 0
     finally:

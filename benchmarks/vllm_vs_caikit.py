@@ -108,7 +108,8 @@ def main() -> int:
         caikit.pids, caikit.dtype = ([caikit_pid] if caikit_pid else []), "float32"
         result, _ = run_load_benchmark(
             MODEL, [vllm, caikit], workloads, plan, log=lambda m: print(m, flush=True), decision_bar=args.bar,
-            generator_cores=placement.service_cores if placement else None,
+            # Only a server this script placed: one given by --vllm-url may use the service core itself.
+            generator_cores=placement.service_cores if placement and started_pid else None,
         )  # fmt: skip
         print()
         print(summary_table(result))

@@ -7,6 +7,7 @@ every bound below is derived from it, with the reason written beside it.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from typing import ClassVar
@@ -243,8 +244,10 @@ def test_a_ratio_over_an_incumbent_that_sustained_nothing_has_no_upper_bound():
     assert iv is not None
     assert iv.low == pytest.approx(0.512 / 11.0 / 1.25, rel=0.13) and math.isinf(iv.high)
     assert iv.straddles(1.0) and "known only from below" in iv.method and iv.fmt(2).endswith(", ∞]")
-    assert not stats.worth_extending(iv, 1.0, 0.25)  # more repeats at this SLO cannot bound it
-    # One bounded repeat of three: the median's order statistics still bound it.
+    # Its median is clear of the bar: more repeats are worth it, since with 6 a single bounded repeat no
+    # longer keeps the high unbounded (below).
+    assert stats.worth_extending(iv, 1.0, 0.25)
+    # One bounded repeat of three: [min, max] of 3 includes it, so the high is unbounded.
     mixed = stats.ratio_interval([10.0, 10.0, 10.0], [10.0, 10.0, 5.0], 0.25, upper_bounds=[False, False, True])
     assert mixed is not None and math.isinf(mixed.high) and mixed.low == pytest.approx(0.8)
     six = stats.ratio_interval([10.0] * 6, [10.0] * 5 + [5.0], 0.25, upper_bounds=[False] * 5 + [True])
@@ -252,8 +255,9 @@ def test_a_ratio_over_an_incumbent_that_sustained_nothing_has_no_upper_bound():
     # vLLM sustained nothing either: 0 / bound is a ratio of 0, not unbounded.
     zero = stats.ratio_interval([0.0] * 3, bound, 0.25, upper_bounds=[True] * 3)
     assert zero is not None and zero.high == 0.0
-    # An infinite bound survives the JSON the benchmark writes to S3.
+    # An infinite bound survives the JSON the benchmark writes to S3, as standard JSON (a string).
     assert Interval.model_validate_json(iv.model_dump_json()).high == math.inf
+    assert json.loads(iv.model_dump_json())["high"] == "Infinity"
 
 
 class _Scripted(ServerBench):

@@ -33,6 +33,8 @@ def test_the_last_core_serves_and_the_others_compute():
     # A cgroup may hand out any cores, not 0..n-1.
     assert plan_placement([4, 9]) == CpuPlacement(model_cores=(4,), service_cores=(9,))
     assert plan_placement([0]) is None  # one core: nothing to split, vLLM binds as it would
+    # SMT: vLLM's autobind takes one logical CPU per physical core; a split of logical CPUs would not match.
+    assert plan_placement([0, 1, 2, 3], smt=True) is None
     assert plan_placement([]) is None
 
 
@@ -124,10 +126,24 @@ def test_confining_a_server_leaves_its_model_threads_and_moves_every_other_threa
         stop_pid(proc.pid)
 
 
-def test_a_server_with_no_thread_on_the_model_cores_is_reported(tmp_path):
-    placement = CpuPlacement(model_cores=(0,), service_cores=(1,))
-    placed = confine_server([], placement)
-    assert placed.model_threads == 0 and "did not apply VLLM_CPU_OMP_THREADS_BIND" in (placed.problem() or "")
+@two_cores
+def test_a_server_whose_binding_did_not_take_is_reported_and_left_alone(tmp_path):
+    # Confining every thread would put the model itself on the service core, beside the load generator.
+    placement = plan_placement(os.sched_getaffinity(0))
+    assert placement is not None
+    script = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)"
+    proc = start_detached(
+        "unbound", [sys.executable, "-c", script], pid_file=tmp_path / "u.pid", log_path=tmp_path / "u.log"
+    )
+    try:
+        time.sleep(0.5)
+        before = {tid: os.sched_getaffinity(tid) for tid in _tids(proc.pid)}
+        placed = confine_server(group_members(proc.pid), placement)
+        assert placed.model_threads == 0 and placed.confined_threads == 0
+        assert "did not apply VLLM_CPU_OMP_THREADS_BIND" in (placed.problem() or "")
+        assert {tid: os.sched_getaffinity(tid) for tid in _tids(proc.pid)} == before
+    finally:
+        stop_pid(proc.pid)
 
 
 def _tids(pid: int) -> list[int]:

@@ -36,7 +36,7 @@ def capacity_plot_png(rows: list[ReportRow], thresholds: ReadinessThresholds) ->
         w = r.headline
         interval = (w.capacity_ratio if compared else w.vllm.capacity_inputs_per_s) if w else None
         medians.append(interval.median if interval else None)
-        # An unbounded ratio (the incumbent sustained nothing) is drawn up to twice its median.
+        # An unbounded ratio (the incumbent sustained nothing) is drawn up to 2 x median + 1.
         high = (2 * interval.median + 1 if math.isinf(interval.high) else interval.high) if interval else 0.0
         errors.append((interval.median - interval.low, high - interval.median) if interval else (0.0, 0.0))
     fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(rows)), 3.2))

@@ -350,7 +350,10 @@ def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> 
                 evidence=tail(log_path, _EVIDENCE_LINES),
             )
     cold_start = time.monotonic() - started
-    placed = confine_server(group_members(process.pid), command.placement) if command.placement else None
+    placement = command.placement
+    placed = confine_server(group_members(process.pid), placement) if placement else None
+    # A binding that did not take leaves the server unplaced: then the generator is not placed either.
+    service_cores = list(placement.service_cores) if placement and placed and not placed.problem() else None
 
     deployment = Deployment(
         model=manifests.model,
@@ -376,7 +379,7 @@ def deploy_local(rollout: LocalRollout, layout: StackLayout, s3_client: Any) -> 
             "startup_s": round(cold_start - download_s, 2),
             "adaptations": [a.model_dump() for a in command.adaptations],
             # The load generator runs on the service cores too (load_benchmark), never on the model's.
-            "service_cores": list(command.placement.service_cores) if command.placement else None,
+            "service_cores": service_cores,
             "cpu_placement": placed.model_dump() if placed else None,
             "cpu_placement_problem": placed.problem() if placed else None,
         },

@@ -2,8 +2,8 @@
 
 Why this exists: on a small machine, where processes ran was a source of the benchmark's noise.
 vLLM-CPU's automatic binding (VLLM_CPU_OMP_THREADS_BIND=auto) pins the model's OpenMP threads to one core
-and "reserves" the other, but nothing keeps its API server, its engine core's I/O, the load generator
-or Dagster off the model's core (`benchmarks/vllm_cpu_placement.py`). Where the scheduler happened to put
+and "reserves" the other, but nothing keeps its API server, its engine core or the load generator off
+the model's core (`benchmarks/vllm_cpu_placement.py`). Where the scheduler happened to put
 them decided how often the model thread was preempted, so the same server's capacity per repeat
 spanned 2-3 grid steps on the small embedding twins (stop 17 of issue 11), while single-process Caikit
 stayed within one.
@@ -52,19 +52,28 @@ class CpuPlacement(BaseModel, frozen=True):
         )
 
 
-def plan_placement(allowed: Iterable[int]) -> CpuPlacement | None:
+def plan_placement(allowed: Iterable[int], *, smt: bool = False) -> CpuPlacement | None:
     """The split of `allowed` cores: the last one for the service side, the others for the model; None
-    with fewer than two cores (nothing to split). The same shape as vLLM's autobind, which keeps one core
-    per rank for its scheduler, so the model keeps as many threads as it has by default."""
+    with fewer than two cores (nothing to split) or with SMT (`smt`: logical CPUs share physical cores).
+    Without SMT this is the shape of vLLM's autobind, which keeps one core per rank for its scheduler, so
+    the model keeps the threads it has by default and Caikit's thread count (physical cores - 1) still
+    matches. With SMT, autobind takes one logical CPU per physical core and a split of logical CPUs would
+    give vLLM twice Caikit's threads, so vLLM's own binding stays."""
     cores = sorted(set(allowed))
-    if len(cores) < 2:
+    if len(cores) < 2 or smt:
         return None
     return CpuPlacement(model_cores=tuple(cores[:-1]), service_cores=(cores[-1],))
 
 
 def machine_placement(enabled: bool = True) -> CpuPlacement | None:
-    """The placement for this process's cores (those it may run on), or None when disabled or on one core."""
-    return plan_placement(os.sched_getaffinity(0)) if enabled else None
+    """The placement for this process's cores (those it may run on), or None when disabled, on one core or
+    on an SMT machine."""
+    if not enabled:
+        return None
+    import psutil
+
+    logical, physical = psutil.cpu_count() or 1, psutil.cpu_count(logical=False) or 1
+    return plan_placement(os.sched_getaffinity(0), smt=logical > physical)
 
 
 def format_cpu_list(cores: Iterable[int]) -> str:
@@ -91,7 +100,10 @@ def run_on(cores: Iterable[int] | None) -> Iterator[None]:
 class Confinement(BaseModel):
     """What `confine_server` found and did: the deployment's metadata states it."""
 
-    model_threads: int = Field(description="threads bound to the model cores (vLLM's OpenMP threads)")
+    model_threads: int = Field(
+        description="threads bound to the model cores: vLLM's model worker process, whose threads inherit the "
+        "binding libgomp gives its main thread"
+    )
     confined_threads: int = Field(description="threads moved to the service cores")
     placement: str
 
@@ -99,8 +111,9 @@ class Confinement(BaseModel):
         """Why the placement did not take, or None."""
         if self.model_threads == 0:
             return (
-                "no thread of the server is bound to the model cores: vLLM did not apply "
-                f"{OMP_BIND_VAR}, so its model threads float with the rest"
+                f"no thread of the server is bound to the model cores: vLLM did not apply {OMP_BIND_VAR}, so "
+                "nothing was moved (confining every thread would put the model on the service core) and the "
+                "load generator is not placed"
             )
         return None
 
@@ -118,16 +131,19 @@ def confine_server(pids: Iterable[int], placement: CpuPlacement) -> Confinement:
     Call it once the server is healthy: its processes and its model's OpenMP threads exist by then, and
     threads started later inherit the affinity of the thread that starts them (the API server's event
     loop, the engine core's busy loop), so they stay on the service side. A thread that ends meanwhile
-    is skipped."""
+    is skipped. When no thread is on the model cores (the binding did not take), nothing is moved."""
     model, service = set(placement.model_cores), set(placement.service_cores)
-    bound = moved = 0
+    threads: list[tuple[int, set[int]]] = []
     for pid in pids:
         for tid in _threads(pid):
             with contextlib.suppress(OSError):
-                current = os.sched_getaffinity(tid)
-                if current <= model:
-                    bound += 1
-                elif current != service:
+                threads.append((tid, os.sched_getaffinity(tid)))
+    bound = sum(1 for _, cores in threads if cores <= model)
+    moved = 0
+    if bound:
+        for tid, cores in threads:
+            if not cores <= model and cores != service:
+                with contextlib.suppress(OSError):
                     os.sched_setaffinity(tid, service)
                     moved += 1
     return Confinement(model_threads=bound, confined_threads=moved, placement=placement.describe())

