@@ -582,95 +582,73 @@ def run_load_benchmark(
     `decision_bar`: the capacity ratio readiness decides on; close comparisons get more repeats.
     `generator_cores`: where the load generator runs (a local deployment's service cores, which keep it off
     the model's cores: stack/cpu_placement.py); None: wherever this process may."""
+    # Everything below runs on those cores: the generator's thread, its worker processes, the samplers.
     with run_on(generator_cores):
-        result, samples = _run_load_benchmark(
-            model, targets, workloads, plan, log=log, incumbent_error=incumbent_error, cold_start_s=cold_start_s,
-            gpu_hour_price=gpu_hour_price, dcgm_url=dcgm_url, dcgm_pod=dcgm_pod, decision_bar=decision_bar,
-            generator_cores=generator_cores,
-        )  # fmt: skip
-    return result, samples
-
-
-def _run_load_benchmark(
-    model: str,
-    targets: list[Target],
-    workloads: list[Workload],
-    plan: BenchmarkPlan,
-    *,
-    log: Log,
-    incumbent_error: str | None,
-    cold_start_s: float | None,
-    gpu_hour_price: float | None,
-    dcgm_url: str | None,
-    dcgm_pod: str | None,
-    decision_bar: float | None,
-    generator_cores: Sequence[int] | None,
-) -> tuple[LoadBenchmarkResult, dict[str, list[ResourceSample]]]:
-    t0 = time.monotonic()
-    started_at = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    result = LoadBenchmarkResult(
-        model=model,
-        profile=plan.profile,
-        started_at=started_at,
-        vllm_url=next(t.url for t in targets if t.name == VLLM),
-        incumbent_url=next((t.url for t in targets if t.name == INCUMBENT), None),
-        incumbent_error=incumbent_error,
-        repeats=plan.repeats,
-        max_repeats=plan.max_repeats,
-        decision_bar=decision_bar,
-        success_rate=0.0,
-        cold_start_s=cold_start_s,
-        resolution=plan.resolution,
-    )
-    samplers = {
-        t.name: ResourceSampler(
-            t.pids,
-            interval_s=0.25,
-            gpu=(t.name == VLLM),
-            dcgm_url=dcgm_url if t.name == VLLM else None,
-            dcgm_pod=dcgm_pod,
+        t0 = time.monotonic()
+        started_at = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        result = LoadBenchmarkResult(
+            model=model,
+            profile=plan.profile,
+            started_at=started_at,
+            vllm_url=next(t.url for t in targets if t.name == VLLM),
+            incumbent_url=next((t.url for t in targets if t.name == INCUMBENT), None),
+            incumbent_error=incumbent_error,
+            repeats=plan.repeats,
+            max_repeats=plan.max_repeats,
+            decision_bar=decision_bar,
+            success_rate=0.0,
+            cold_start_s=cold_start_s,
+            resolution=plan.resolution,
         )
-        for t in targets
-    }
-    for s in samplers.values():
-        s.start()
-    benches: dict[str, ServerBench] = {}
-    live = list(targets)
-    compare = functools.partial(
-        compare_workload,
-        plan=plan,
-        log=log,
-        samplers=samplers,
-        gpu_hour_price=gpu_hour_price,
-        decision_bar=decision_bar,
-    )
-    try:
-        for workload in workloads:
-            try:
-                comparison, benches = compare(live, workload)
-            except ServerCrashed as crash:
-                log(f"server crashed: {crash.reason}")
-                if crash.server == VLLM:
-                    result.server_crashed = crash.reason
-                    break
-                result.incumbent_error = f"the incumbent crashed during the benchmark: {crash.reason}"
-                live = [t for t in live if t.name != INCUMBENT]
-                comparison, benches = compare(live, workload)
-            result.workloads.append(comparison)
-            for b in benches.values():
-                result.generator_limited.extend(b.limited)
-                result.contended.extend(b.contended)
-    except ServerCrashed as crash:  # the incumbent-less re-run lost vLLM too
-        result.server_crashed = crash.reason
-    finally:
-        samples = {name: s.stop() for name, s in samplers.items()}
-    caps = [w.vllm for w in result.workloads]
-    total = sum(sum(p.requests for s in c.searches for p in s.points) for c in caps)
-    ok = sum(sum(p.requests * p.success_rate for s in c.searches for p in s.points) for c in caps)
-    result.success_rate = ok / total if total else 0.0
-    result.conditions = _conditions(live, benches, plan, generator_cores)
-    result.duration_s = round(time.monotonic() - t0, 1)
-    return result, samples
+        samplers = {
+            t.name: ResourceSampler(
+                t.pids,
+                interval_s=0.25,
+                gpu=(t.name == VLLM),
+                dcgm_url=dcgm_url if t.name == VLLM else None,
+                dcgm_pod=dcgm_pod,
+            )
+            for t in targets
+        }
+        for s in samplers.values():
+            s.start()
+        benches: dict[str, ServerBench] = {}
+        live = list(targets)
+        compare = functools.partial(
+            compare_workload,
+            plan=plan,
+            log=log,
+            samplers=samplers,
+            gpu_hour_price=gpu_hour_price,
+            decision_bar=decision_bar,
+        )
+        try:
+            for workload in workloads:
+                try:
+                    comparison, benches = compare(live, workload)
+                except ServerCrashed as crash:
+                    log(f"server crashed: {crash.reason}")
+                    if crash.server == VLLM:
+                        result.server_crashed = crash.reason
+                        break
+                    result.incumbent_error = f"the incumbent crashed during the benchmark: {crash.reason}"
+                    live = [t for t in live if t.name != INCUMBENT]
+                    comparison, benches = compare(live, workload)
+                result.workloads.append(comparison)
+                for b in benches.values():
+                    result.generator_limited.extend(b.limited)
+                    result.contended.extend(b.contended)
+        except ServerCrashed as crash:  # the incumbent-less re-run lost vLLM too
+            result.server_crashed = crash.reason
+        finally:
+            samples = {name: s.stop() for name, s in samplers.items()}
+        caps = [w.vllm for w in result.workloads]
+        total = sum(sum(p.requests for s in c.searches for p in s.points) for c in caps)
+        ok = sum(sum(p.requests * p.success_rate for s in c.searches for p in s.points) for c in caps)
+        result.success_rate = ok / total if total else 0.0
+        result.conditions = _conditions(live, benches, plan, generator_cores)
+        result.duration_s = round(time.monotonic() - t0, 1)
+        return result, samples
 
 
 def _conditions(
