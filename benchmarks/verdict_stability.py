@@ -2,7 +2,8 @@
 
 Drives the real pipeline with the same calls as `pooling-pipeline demo` (automation/demo.py): the stack
 up with the Caikit incumbent (on the port the catalog names), the local vLLM release registered, then
-every catalog model through model_pipeline_job, K times in a row on one Dagster instance of its own.
+every catalog model through model_pipeline_job (two at a time, as the demo runs them), K times in a row
+on one Dagster instance of its own.
 Ingest and serving are no-ops after the first run (unchanged files, unchanged specs); quality,
 load_benchmark (its default profile: DEMO locally) and migration_readiness run every time. Per model:
 
@@ -88,18 +89,10 @@ def catalog_verdict(instance: Any, catalog: Any) -> str:
 
 def run_job(instance: Any, job_name: str, partition: str | None) -> bool:
     """One job run in this process, as automation/demo.py runs them (INFO logs to the terminal)."""
-    from pooling_pipeline.automation.jobs import MODEL_TAG, TRIGGER_TAG
-    from pooling_pipeline.definitions import defs
+    from pooling_pipeline.automation.demo import run_job as demo_run_job
+    from pooling_pipeline.automation.jobs import TRIGGER_TAG
 
-    tags = {TRIGGER_TAG: "verdict-stability", **({MODEL_TAG: partition} if partition else {})}
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance,
-        partition_key=partition,
-        raise_on_error=False,
-        tags=tags,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-    )
-    return bool(result.success)
+    return demo_run_job(job_name, partition, {TRIGGER_TAG: "verdict-stability"}, instance).success
 
 
 def register(instance: Any) -> None:
@@ -147,6 +140,9 @@ def main() -> int:
 
     import dagster as dg
 
+    from pooling_pipeline.automation.demo import run_model_jobs
+    from pooling_pipeline.automation.jobs import TRIGGER_TAG
+
     instance = dg.DagsterInstance.get()
     register(instance)
     runs: dict[str, ModelRuns] = {}
@@ -154,9 +150,10 @@ def main() -> int:
     for k in range(1, args.runs + 1):
         print(f"\n=== run {k} of {args.runs}", flush=True)
         since = time.time()
-        for model in models:
-            ok = run_job(instance, "model_pipeline_job", model)
-            print(f"  {'ok    ' if ok else 'FAILED'} {model} ({time.time() - since:.0f}s into the run)", flush=True)
+        # As the demo runs them: two models at a time, their benchmarks alone on the host (stack/host_lock.py).
+        for outcome in run_model_jobs(instance, models, {TRIGGER_TAG: "verdict-stability"}):
+            state = "ok    " if outcome.success else "FAILED"
+            print(f"  {state} {outcome.label} ({time.time() - since:.0f}s into the run)", flush=True)
         collect(instance, models, runs, since)
         catalog_verdicts.append(catalog_verdict(instance, catalog))
         print(f"  catalog: {catalog_verdicts[-1]} (run {k} took {time.time() - since:.0f}s)", flush=True)

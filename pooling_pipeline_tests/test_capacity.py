@@ -29,6 +29,7 @@ from pooling_pipeline.evaluation.benchmark.schemas import (
     BenchmarkProfile,
     CapacitySearch,
     Interval,
+    KneePoint,
     PointKind,
     SearchPoint,
 )
@@ -90,6 +91,57 @@ def test_a_later_repeat_starts_at_the_previous_capacity_and_costs_few_windows():
     out = search_capacity(_boundary(100.0, calls), previous, resolution=0.25, step=repeat_step(0.25))
     assert calls == [previous, pytest.approx(previous * 1.25)]  # pass, fail: bracketed within one step
     assert out.capacity_rps == previous
+
+
+def test_a_start_far_below_the_boundary_gallops_up_in_log_windows():
+    # A later repeat starting from a capacity a host stall cut to a fraction of the true one (2026-12-07:
+    # MiniLM's repeat 2 climbed one 25 % step per window from 0.6 req/s and ran out of points at 3.1).
+    grid = RateGrid.for_resolution(0.25)
+    calls: list[float] = []
+    out = search_capacity(
+        _boundary(grid.rate(20) + 0.01, calls), grid.rate(0), resolution=0.25, step=repeat_step(0.25), max_points=12
+    )
+    assert out.capacity_rps == grid.rate(20) and not out.stopped
+    # Up by 1, 2, 4, 8, 16 grid steps (indices 0, 1, 3, 7, 15, 31), then bisect 15..31 in four windows; one
+    # step per window would have needed 22.
+    assert [grid.nearest(rate) for rate in calls[:6]] == [0, 1, 3, 7, 15, 31]
+    assert len(calls) == 10
+
+
+def test_galloping_down_still_tries_the_floor_before_giving_up():
+    grid = RateGrid.for_resolution(0.25)
+    calls: list[float] = []
+    out = search_capacity(_boundary(0.0, calls), grid.rate(12), resolution=0.25, step=2.0)
+    floor = grid.rate(12) / 16
+    assert out.capacity_rps == 0.0 and "no rate down to" in out.stopped
+    assert floor <= min(calls) < floor * 1.25  # the lowest grid rate at or above the floor, not one skipped past
+    assert len(calls) == len(set(calls)) and calls == sorted(calls, reverse=True)
+
+
+def test_a_repeat_1_miss_below_half_the_calibrated_throughput_is_confirmed():
+    # Repeat 1 has no earlier repeat to contradict a miss; the closed-loop calibration is its evidence.
+    plan = plan_for(BenchmarkProfile.DEMO)
+    bench = ServerBench(
+        Target(name=VLLM, url="http://127.0.0.1:9", model="m", dialect=Dialect.OPENAI), Workload(), plan, print
+    )
+    assert bench.calibrated_rps() == 0.0  # no calibration: nothing to contradict
+    bench.knee = [
+        KneePoint(concurrency=1, requests_per_s=19.0, inputs_per_s=19.0, p99_ms=63.2),
+        KneePoint(concurrency=2, requests_per_s=20.1, inputs_per_s=20.1, p99_ms=105.3),  # misses the SLO
+    ]
+    assert bench.calibrated_rps() == pytest.approx(9.5)
+    grid = RateGrid.for_resolution(0.25)
+    stalled = {grid.nearest(rate) for rate in (9.3, 4.8)}  # the rates the stall failed on 2026-12-07
+    calls: list[float] = []
+    out = search_capacity(
+        _stalls_once(grid.rate(11) + 0.01, {grid.rate(k) for k in stalled}, calls),
+        grid.rate(10),
+        resolution=0.25,
+        confirm_misses=1,
+        confirm_up_to_rps=bench.calibrated_rps(),
+    )
+    assert out.capacity_rps == grid.rate(11)
+    assert calls.count(grid.rate(10)) == 2  # the stalled window at 9.3 req/s, confirmed away
 
 
 def test_nothing_passing_is_capacity_zero_and_a_ceiling_is_reported():

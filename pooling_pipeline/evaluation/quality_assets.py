@@ -38,6 +38,7 @@ from pooling_pipeline.resources.s3 import S3Resource
 from pooling_pipeline.resources.scratch import ScratchResource
 from pooling_pipeline.serving.endpoint_auth import request_headers, tls_verify
 from pooling_pipeline.serving.target import Deployment
+from pooling_pipeline.stack.host_lock import HostUse, hold_local_host
 
 QUALITY_CHECK_SPECS = [
     dg.AssetCheckSpec(name.value, asset="quality_report", blocking=True, description=CHECK_DESCRIPTIONS[name])
@@ -159,7 +160,11 @@ def quality_report(
         f"reference files {files.dest_dir}: " + ("reused" if files.reused else f"{files.mb_per_s:.0f} MB/s")
     )
     try:
-        with clients(entry, inference_service, config, context.log) as (served, incumbent):
+        # Shared: the reference model runs here, beside another model's rollout but never a benchmark.
+        with (
+            hold_local_host(inference_service.target, HostUse.SHARED, f"{entry.name} quality", context.log.info),
+            clients(entry, inference_service, config, context.log) as (served, incumbent),
+        ):
             report = evaluate(
                 entry, hf_snapshot.facts, files.dest_dir, served, incumbent, cache_dir=scratch.reference_cache_dir()
             )

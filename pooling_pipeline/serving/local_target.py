@@ -55,6 +55,7 @@ from pooling_pipeline.serving.target import (
     RuntimeRegistration,
 )
 from pooling_pipeline.stack.cpu_placement import machine_placement
+from pooling_pipeline.stack.host_lock import HostUse, hold_host
 from pooling_pipeline.stack.layout import StackLayout
 from pooling_pipeline.stack.processes import StackError
 from pooling_pipeline.stack.vllm_runtime import API_SERVER_MODULE, ensure_vllm_env, verify_vllm_env
@@ -194,7 +195,9 @@ class LocalServingTarget(dg.ConfigurableResource):
             cpu=self.cpu_settings(),
             ready_timeout_s=self.ready_timeout_s,
         )
-        deployment = deploy_local(rollout, self.layout(), self.s3_resource().client())
+        # Shared: another model's rollout may start beside this one, a load benchmark may not (host_lock.py).
+        with hold_host(HostUse.SHARED, f"rollout of {manifests.model}"):
+            deployment = deploy_local(rollout, self.layout(), self.s3_resource().client())
         auth = None
         if self.endpoint_auth:
             auth = EndpointAuth(source="file", path=str(self._api_key_file(manifests)))

@@ -43,7 +43,8 @@ class BenchmarkPlan(BaseModel):
         1,
         ge=0,
         description="windows measured again at a rate that missed the SLO before it counts as failing; only at "
-        "or below the highest rate the server sustained in an earlier repeat (so never in repeat 1)",
+        "or below the highest rate the server sustained in an earlier repeat or half what its closed-loop "
+        "calibration carried within the SLO",
     )
     requests_per_point: int = Field(300, ge=10, description="requests an open-loop window aims to hold")
     min_window_s: float = Field(2.0, gt=0, description="shortest measured window, seconds")

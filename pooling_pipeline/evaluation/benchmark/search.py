@@ -5,8 +5,9 @@ of ours:
 
 - **start from a calibration**: the closed-loop sweep at concurrency 1, 2, 4, ... (run first, for the
   knee plot) gives the saturation throughput X; capacity at any SLO is below X, so the search starts at
-  the grid rate nearest X/2 and moves up while the SLO holds and down while it does not, by the whole
-  grid steps nearest a factor of 2, until one passing and one failing rate bracket the boundary;
+  the grid rate nearest X/2 and moves up while the SLO holds and down while it does not, first by the
+  whole grid steps nearest a factor of 2, then by twice the previous move (galloping), until one
+  passing and one failing rate bracket the boundary;
 - **one fixed grid of rates** (`RateGrid`): every rate tried is (1 + resolution)^k req/s for an integer k,
   for every server, repeat and run. Bisection halves the index interval (the geometric midpoint, so the
   same relative precision at 5 req/s on a CPU and 5000 req/s on a GPU) until the passing and the failing
@@ -24,13 +25,17 @@ of ours:
   (runner `ServerBench.schedule`), so it tests the host, not the trace. A miss above every sustained rate
   is what a search expects at its boundary and is taken as is: confirming those too cost the demo ~130 s
   a catalog run (measured 2026-12-07 when each window still drew its own arrivals: 220 such
-  confirmations in 3 runs, 174 missed again). Repeat 1 has nothing sustained before it, so it confirms
-  nothing. Both servers get the same rule; the points list keeps every window, the confirming ones
-  marked `confirmation`.
+  confirmations in 3 runs, 174 missed again). Repeat 1 has no earlier repeat, so its evidence is the
+  calibration: a miss at or below half the throughput the closed loop carried within the SLO (runner
+  `ServerBench.calibrated_rps`) is confirmed too. Both servers get the same rule; the points list keeps
+  every window, the confirming ones marked `confirmation`.
 
-Later repeats start at the previous repeat's capacity with steps of `1 + max(resolution, 0.25)` instead
-of doubling: a repeat re-decides the boundary on its own measurements (it can move either way) at the
-cost of about two windows instead of five (three or four when a miss is confirmed).
+Later repeats start at the previous repeat's capacity with a first step of `1 + max(resolution, 0.25)`
+instead of doubling: a repeat re-decides the boundary on its own measurements (it can move either way) at
+the cost of about two windows instead of five (three or four when a miss is confirmed). The moves gallop
+because a previous capacity can be far off: on 2026-12-07 a host stall during a repeat 1 put MiniLM's
+vLLM capacity at 0.6 req/s, and repeat 2, climbing from there one 25 % step per window, spent its whole
+point budget reaching 3.1 req/s where repeat 3 found 7.5.
 
 A rate whose window the generator could not offer (GENERATOR_LIMITED, after its re-run with more
 workers) counts as failing without a confirmation (another window would not change the generator):
@@ -104,8 +109,8 @@ def search_capacity(
     confirm_misses: int = 0,
     confirm_up_to_rps: float = math.inf,
 ) -> SearchOutcome:
-    """Bracket the boundary from `start_rps` by factors of about `step`, then bisect to `resolution`, on
-    the grid of (1 + resolution)^k req/s.
+    """Bracket the boundary from `start_rps` by a first move of about `step` (doubling with each further
+    move the same way), then bisect to `resolution`, on the grid of (1 + resolution)^k req/s.
 
     `min_rps` (default start / 16): below it the search gives up and reports capacity 0 (even a trickle
     missed the SLO). `max_rps`: above it the search stops and reports the last passing rate with
@@ -144,8 +149,14 @@ def search_capacity(
         return point.within_slo
 
     k = min(grid.nearest(start_rps), top)
-    # 1. bracket: up while passing, down while failing
+    bottom = math.ceil(math.log(floor) / math.log(grid.growth) - 1e-9)  # lowest index whose rate >= floor
+    moves = 0  # consecutive moves so far, all in one direction (a change of direction ends the bracket)
+    # 1. bracket: up while passing, down while failing, each move twice the last (galloping): a start far
+    # from the boundary (a later repeat after a stalled one, a calibration under contention) costs
+    # log2(distance) windows, not distance / step.
     while len(out.points) < max_points:
+        distance = jump * 2**moves
+        moves += 1
         if probe(k):
             lo = k
             if hi is not None:
@@ -153,15 +164,15 @@ def search_capacity(
             if k >= top:
                 out.stopped = f"reached max_rps {max_rps:g} (grid rate {grid.rate(top):.4g}) without failing"
                 break
-            k = min(k + jump, top)
+            k = min(k + distance, top)
         else:
             hi = k
             if lo is not None:
                 break
-            k -= jump
-            if grid.rate(k) < floor:
+            if k <= bottom:
                 out.stopped = f"no rate down to {floor:.3g} req/s met the SLO"
                 break
+            k = max(k - distance, bottom)
     # 2. bisect on the grid: the geometric midpoint, until the two rates are neighbours
     while lo is not None and hi is not None and hi - lo > 1 and len(out.points) < max_points:
         mid = (lo + hi) // 2
