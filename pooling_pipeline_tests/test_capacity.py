@@ -118,6 +118,14 @@ def test_galloping_down_still_tries_the_floor_before_giving_up():
     assert len(calls) == len(set(calls)) and calls == sorted(calls, reverse=True)
 
 
+def test_no_ceiling_and_no_floor_stay_within_float_range():
+    # Galloping reaches any index quickly: an unbounded search must stop at the largest float rate, not overflow.
+    up = search_capacity(_boundary(math.inf, []), 10.0, resolution=0.25, max_rps=math.inf, max_points=40)
+    assert math.isfinite(up.capacity_rps) and "max_rps" in up.stopped
+    down = search_capacity(_boundary(0.0, []), 10.0, resolution=0.25, min_rps=0.0, max_points=40)
+    assert down.capacity_rps == 0.0 and all(p.offered_rps > 0 for p in down.points)
+
+
 def test_a_repeat_1_miss_below_half_the_calibrated_throughput_is_confirmed():
     # Repeat 1 has no earlier repeat to contradict a miss; the closed-loop calibration is its evidence.
     plan = plan_for(BenchmarkProfile.DEMO)

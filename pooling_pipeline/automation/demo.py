@@ -7,13 +7,16 @@ Each step is a function so the UI end-to-end test and the CLI do exactly the sam
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,28 +157,51 @@ def run_job(
     )
 
 
+# The local instance's `gpu` pool while runs go side by side: rollouts and benchmarks declare the pool, and a
+# run waiting for a slot while it holds the host shared, beside a benchmark that holds a slot and waits for the
+# host, would deadlock. Locally the pool stands for no GPU; the host lock keeps benchmarks apart.
+LOCAL_GPU_POOL_SLOTS = 64
+
+
 def run_model_jobs(
     instance: object, names: list[str], tags: dict[str, str], parallel: int = PARALLEL_MODEL_RUNS
 ) -> Iterator[JobOutcome]:
     """model_pipeline_job for each model, `parallel` at a time, each in a worker process of its own (Dagster
     captures a run's output per process, so two in-process runs cannot share one); outcomes as they end.
 
-    The pool `gpu` (rollouts and benchmarks declare it) gets `parallel` slots on this instance if it has fewer:
-    on the local stack it stands for no GPU, and the host lock, not the pool, keeps benchmarks apart."""
+    Workers open the instance at DAGSTER_HOME (the demo's and verdict_stability's), whose `gpu` pool gets
+    LOCAL_GPU_POOL_SLOTS. A worker that dies is reported as a failed run; on Ctrl-C (or any error here) the
+    models not started are cancelled, and workers die with this process."""
     from pooling_pipeline.automation.jobs import MODEL_TAG, model_pipeline_job
 
     if parallel <= 1:
         for name in names:
             yield run_job(model_pipeline_job.name, name, {**tags, MODEL_TAG: name}, instance)
         return
-    _ensure_pool_slots(instance, "gpu", parallel)
-    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(run_job, model_pipeline_job.name, name, {**tags, MODEL_TAG: name}, hold_host=True)
+    _ensure_pool_slots(instance, "gpu", LOCAL_GPU_POOL_SLOTS)
+    pool = ProcessPoolExecutor(
+        max_workers=parallel, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent
+    )
+    try:
+        futures = {
+            pool.submit(run_job, model_pipeline_job.name, name, {**tags, MODEL_TAG: name}, hold_host=True): name
             for name in names
-        ]
+        }
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except BrokenProcessPool as exc:  # a worker died (OOM-killed, say): no Dagster outcome to read
+                label = f"{model_pipeline_job.name}[{futures[future]}]"
+                yield JobOutcome(label=label, run_id="-", success=False, seconds=0.0, steps=(("run", repr(exc)),))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _die_with_parent() -> None:
+    """A worker gets SIGTERM when the demo process dies (prctl PR_SET_PDEATHSIG), so a killed demo or test
+    leaves no run going on, holding the host lock."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _ensure_pool_slots(instance: object, pool: str, slots: int) -> None:

@@ -64,7 +64,16 @@ _run_hold: _Hold | None = None  # this process's shared hold for a whole run (ho
 
 
 def _open(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    """The lock file, read-only (flock needs no write access): another user's file on this host opens too.
+    Created world-readable when missing; an O_CREAT open of an existing file is not tried, since
+    fs.protected_regular refuses that for another user's file in /tmp."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)  # past the umask: every user of the host shares the lock
+        return fd
 
 
 def _take(fd: int, gate: Path, use: HostUse, what: str, log: Log | None) -> float:

@@ -125,8 +125,9 @@ def search_capacity(
         raise ValueError(f"need max_rps > 0 (got {max_rps}); use math.inf for no ceiling")
     grid = RateGrid.for_resolution(resolution)
     floor = min_rps if min_rps is not None else start_rps / 16
-    # No ceiling: an index no search of max_points steps can reach (rate() would overflow near 2^1024).
-    top = grid.floor(max_rps) if math.isfinite(max_rps) else grid.nearest(start_rps) + 10_000
+    # No ceiling: the highest index whose rate is still a float (galloping reaches any finite index quickly,
+    # and rate() overflows past ~1.8e308).
+    top = grid.floor(max_rps if math.isfinite(max_rps) else 1e300)
     jump = grid.steps(step)
     out = SearchOutcome(0.0, math.inf)
     unconfirmed: list[float] = []  # misses the point budget left no window to confirm
@@ -149,7 +150,8 @@ def search_capacity(
         return point.within_slo
 
     k = min(grid.nearest(start_rps), top)
-    bottom = math.ceil(math.log(floor) / math.log(grid.growth) - 1e-9)  # lowest index whose rate >= floor
+    # The lowest index whose rate is >= floor (with no floor, the lowest rate that is still a float).
+    bottom = math.ceil(math.log(max(floor, 1e-300)) / math.log(grid.growth) - 1e-9)
     moves = 0  # consecutive moves so far, all in one direction (a change of direction ends the bracket)
     # 1. bracket: up while passing, down while failing, each move twice the last (galloping): a start far
     # from the boundary (a later repeat after a stalled one, a calibration under contention) costs
