@@ -87,17 +87,10 @@ def catalog_verdict(instance: Any, catalog: Any) -> str:
     return decision.verdict.value
 
 
-def run_job(instance: Any, job_name: str, partition: str | None) -> bool:
-    """One job run in this process, as automation/demo.py runs them (INFO logs to the terminal)."""
-    from pooling_pipeline.automation.demo import run_job as demo_run_job
-    from pooling_pipeline.automation.jobs import TRIGGER_TAG
-
-    return demo_run_job(job_name, partition, {TRIGGER_TAG: "verdict-stability"}, instance).success
-
-
 def register(instance: Any) -> None:
     """The local vLLM release as a partition, and its runtimes registered (once)."""
-    from pooling_pipeline.automation.demo import local_vllm_version
+    from pooling_pipeline.automation.demo import local_vllm_version, run_job
+    from pooling_pipeline.automation.jobs import TRIGGER_TAG
     from pooling_pipeline.definitions import defs
     from pooling_pipeline.partitions import vllm_release_partitions
 
@@ -105,7 +98,7 @@ def register(instance: Any) -> None:
     name = vllm_release_partitions.name or "vllm_release"
     if version not in instance.get_dynamic_partitions(name):
         instance.add_dynamic_partitions(name, [version])
-    if not run_job(instance, "register_runtime_job", version):
+    if not run_job("register_runtime_job", version, {TRIGGER_TAG: "verdict-stability"}, instance).success:
         raise SystemExit(f"registering the vLLM {version} runtimes failed: see the run in the Dagster instance")
 
 

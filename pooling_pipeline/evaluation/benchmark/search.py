@@ -77,6 +77,10 @@ class RateGrid:
         """The highest index whose rate is <= `rate` (a hair of float slack, so a grid rate maps to itself)."""
         return math.floor(math.log(rate) / math.log(self.growth) + 1e-9)
 
+    def ceil(self, rate: float) -> int:
+        """The lowest index whose rate is >= `rate` (the same float slack as `floor`)."""
+        return math.ceil(math.log(rate) / math.log(self.growth) - 1e-9)
+
     def steps(self, factor: float) -> int:
         """Grid steps that make up about `factor` (at least one)."""
         return max(1, round(math.log(factor) / math.log(self.growth)))
@@ -151,7 +155,7 @@ def search_capacity(
 
     k = min(grid.nearest(start_rps), top)
     # The lowest index whose rate is >= floor (with no floor, the lowest rate that is still a float).
-    bottom = math.ceil(math.log(max(floor, 1e-300)) / math.log(grid.growth) - 1e-9)
+    bottom = grid.ceil(max(floor, 1e-300))
     moves = 0  # consecutive moves so far, all in one direction (a change of direction ends the bracket)
     # 1. bracket: up while passing, down while failing, each move twice the last (galloping): a start far
     # from the boundary (a later repeat after a stalled one, a calibration under contention) costs
