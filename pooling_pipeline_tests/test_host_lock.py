@@ -16,7 +16,17 @@ import time
 
 import pytest
 
-from pooling_pipeline.stack.host_lock import HostUse, hold_host, hold_host_for_run, hold_local_host
+from pooling_pipeline.stack import idle_priority
+from pooling_pipeline.stack.host_lock import (
+    HostUse,
+    RunMode,
+    beside_benchmark,
+    hold_host,
+    hold_host_for_run,
+    hold_local_host,
+    raise_servers,
+    share_host_for_run,
+)
 
 
 def _wait_for(condition, timeout_s: float = 5.0) -> None:
@@ -210,3 +220,101 @@ def test_a_run_hold_does_not_nest(tmp_path):
                 raise AssertionError("a second run hold in one process was allowed")
         except RuntimeError as exc:
             assert "already holds the host for a run" in str(exc)
+
+
+# ------------------------------------------------------------------ idle-priority runs (stack/idle_priority.py)
+
+needs_idle_priority = pytest.mark.skipif(
+    not idle_priority.available(), reason="this host does not let a thread leave SCHED_IDLE (no CAP_SYS_NICE)"
+)
+
+
+def _exclusive_child(path):
+    """Another process's load benchmark: it holds the host exclusive until killed."""
+    code = (
+        "import time\n"
+        "from pooling_pipeline.stack.host_lock import HostUse, hold_host\n"
+        f"with hold_host(HostUse.EXCLUSIVE, 'benchmark', path={str(path)!r}):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "held"
+    return child
+
+
+@needs_idle_priority
+def test_an_idle_priority_run_rolls_out_beside_a_benchmark_but_probes_only_after_it(tmp_path):
+    path = tmp_path / "host.lock"
+    bench = _exclusive_child(path)
+    try:
+        with share_host_for_run("run", path=path) as mode:
+            assert mode is RunMode.IDLE_PRIORITY
+            assert os.sched_getscheduler(0) == os.SCHED_IDLE  # and so is every process it starts
+            with hold_host(HostUse.BACKGROUND, "rollout", path=path) as waited:
+                assert waited == 0.0  # not blocked by the benchmark: it only gets the CPU time that one leaves
+            got = threading.Event()
+
+            def probe() -> None:  # quality probes load the Caikit server a benchmark may be measuring
+                with hold_host(HostUse.SHARED, "quality", path=path):
+                    got.set()
+
+            thread = threading.Thread(target=probe, daemon=True)
+            thread.start()
+            assert not got.wait(0.5), "a quality probe ran during another run's benchmark"
+            bench.kill()
+            assert got.wait(5)
+            thread.join(5)
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    finally:
+        bench.kill()
+        bench.wait()
+
+
+@needs_idle_priority
+def test_a_benchmark_in_an_idle_run_measures_at_normal_priority_with_its_servers_raised(tmp_path):
+    path = tmp_path / "host.lock"
+    with share_host_for_run("run", path=path):
+        # A "server" rolled out by the idle run: a new session (like a local vLLM) whose threads inherit SCHED_IDLE.
+        code = "import threading, time\n[threading.Thread(target=time.sleep, args=(30,)).start() for _ in range(3)]\n"
+        server = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        try:
+            _wait_for(lambda: len(idle_priority.idle_threads([server.pid])) == 4)
+            with hold_host(HostUse.EXCLUSIVE, "benchmark", path=path):
+                assert os.sched_getscheduler(0) == os.SCHED_OTHER
+                raise_servers([server.pid], "benchmark")
+                assert idle_priority.idle_threads([server.pid]) == []
+                assert "idle priority" in beside_benchmark()
+            assert os.sched_getscheduler(0) == os.SCHED_IDLE  # back to the run's priority
+        finally:
+            server.kill()
+            server.wait()
+    assert beside_benchmark().startswith("nothing")
+
+
+def test_without_idle_priority_a_run_holds_the_host_shared(tmp_path, monkeypatch):
+    # A host that does not let a thread leave SCHED_IDLE (no CAP_SYS_NICE) keeps the lock-only way.
+    monkeypatch.setattr(idle_priority, "available", lambda: False)
+    path = tmp_path / "host.lock"
+    held = threading.Event()
+    with share_host_for_run("run", path=path) as mode:
+        assert mode is RunMode.SHARED_LOCK
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+        code = (
+            "from pooling_pipeline.stack.host_lock import HostUse, hold_host\n"
+            f"with hold_host(HostUse.EXCLUSIVE, 'benchmark', path={str(path)!r}):\n"
+            "    print('held', flush=True)\n"
+        )
+        bench = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        reader = threading.Thread(target=lambda: bench.stdout.readline() and held.set(), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        assert not held.wait(1.0), "another process's benchmark started beside a run that holds the host"
+    assert held.wait(10)
+    assert bench.wait(10) == 0
+
+
+def test_a_server_left_at_idle_priority_stops_the_benchmark(monkeypatch):
+    # Another user's server (or no CAP_SYS_NICE): measuring it at idle priority would be wrong, so say so.
+    monkeypatch.setattr(idle_priority, "raise_processes", lambda pids: [4242])
+    with pytest.raises(PermissionError, match=r"run at idle priority .* could not be raised"):
+        raise_servers([1], "all-minilm-l6-v2 load benchmark")
