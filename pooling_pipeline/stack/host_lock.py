@@ -8,17 +8,11 @@ and the demo), so a capacity measurement is only a measurement while nothing els
   three processes, one after the other, so two rollouts side by side take about the time of one on two
   cores), the quality probes, and in the demo a model's whole run (below). Any number may hold it together;
 - **exclusive**: a load benchmark. It waits until every shared holder is done, and nothing shared starts
-  while it runs;
-- **background**: a rollout in a demo run at idle priority (below) takes no lock; anywhere else it is shared.
+  while it runs.
 
-**Whole runs.** The demo runs two models' jobs at once (automation/demo.py), each in a worker process
-(`share_host_for_run`). Where the host allows it (stack/idle_priority.py), such a run works at idle priority
-(SCHED_IDLE) and holds nothing: its rollout (`BACKGROUND`) goes on beside the other run's benchmark on the CPU
-time that benchmark leaves, its quality probes still take the lock shared (they load the Caikit server,
-which a benchmark may be measuring), and its benchmark takes it exclusive at normal priority, with the servers
-it measures raised to normal. Elsewhere the run holds the lock shared for its whole run
-(`hold_host_for_run`): ingest, S3 checks, readiness, the release of a server and Dagster's own run start
-and end all cost CPU too. Measured 2026-12-07 with only the rollout and
+**Whole runs.** The demo runs two models' jobs at once (automation/demo.py), each in a worker process that
+holds the lock shared for its whole run (`hold_host_for_run`): ingest, S3 checks, readiness, the release of a
+server and Dagster's own run start and end all cost CPU too. Measured 2026-12-07 with only the rollout and
 the probes locked: all-MiniLM-L6-v2's vLLM missed 100 ms at 1 req/s (p99 ~120 ms on 4 requests) while the
 other worker ran those steps; alone, the same server answered every request at 0.5 to 15 req/s within 73 ms.
 Inside such a run a step's shared hold is already held, and the benchmark converts the run's hold to
@@ -43,29 +37,17 @@ import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-
-from pooling_pipeline.stack import idle_priority
 
 Log = Callable[[str], None]
 
 
 class HostUse(StrEnum):
-    # untimed work that loads no other server (a rollout): in an idle-priority run it goes on beside a
-    # benchmark and takes no lock; elsewhere it is SHARED
-    BACKGROUND = "background"
     SHARED = "shared"  # rollouts, quality probes, a demo run: may overlap one another
     EXCLUSIVE = "exclusive"  # a load benchmark: alone on the host
-
-
-class RunMode(StrEnum):
-    """How a demo run shares the host with the other runs (`share_host_for_run`)."""
-
-    IDLE_PRIORITY = "idle priority"  # SCHED_IDLE, no lock held between steps
-    SHARED_LOCK = "shared lock"  # the lock held shared for the whole run
 
 
 def host_lock_path() -> Path:
@@ -79,7 +61,6 @@ class _Hold:
 
 
 _run_hold: _Hold | None = None  # this process's shared hold for a whole run (hold_host_for_run)
-_idle_run = False  # this process runs a job at idle priority (share_host_for_run)
 
 
 def _open(path: Path) -> int:
@@ -137,23 +118,16 @@ def hold_host(use: HostUse, what: str, log: Log | None = None, path: Path | str 
     if _run_hold is not None:
         yield from _within_run(_run_hold, use, what, log)
         return
-    if _idle_run and use is HostUse.BACKGROUND:
-        yield 0.0  # at idle priority: it takes only what the benchmark leaves
-        return
     main, gate = _paths(path)
     fd = _open(main)
     try:
-        waited = _take(fd, gate, HostUse.SHARED if use is HostUse.BACKGROUND else use, what, log)
-        # A benchmark in an idle-priority run measures at normal priority (so do the generator processes and
-        # sampler threads it starts: they inherit it).
-        with idle_priority.normal_thread() if _idle_run and use is HostUse.EXCLUSIVE else contextlib.nullcontext():
-            yield waited
+        yield _take(fd, gate, use, what, log)
     finally:
         os.close(fd)  # releases the lock
 
 
 def _within_run(run: _Hold, use: HostUse, what: str, log: Log | None) -> Iterator[float]:
-    if use is not HostUse.EXCLUSIVE:
+    if use is HostUse.SHARED:
         yield 0.0  # the run holds it shared already
         return
     # Drop the run's shared hold before queueing: waiting at the gate while holding it would deadlock with
@@ -181,48 +155,6 @@ def hold_host_for_run(what: str, log: Log | None = None, path: Path | str | None
     finally:
         _run_hold = None
         os.close(fd)
-
-
-@contextlib.contextmanager
-def share_host_for_run(what: str, log: Log | None = None, path: Path | str | None = None) -> Iterator[RunMode]:
-    """A whole job run in this process beside other runs: at idle priority where the host allows leaving it
-    again (stack/idle_priority.py), else holding the host shared (`hold_host_for_run`). Yields the mode."""
-    global _idle_run
-    if _run_hold is not None or _idle_run:
-        raise RuntimeError(f"{what}: this process already runs a job beside others")
-    if not idle_priority.available():
-        with hold_host_for_run(what, log, path):
-            yield RunMode.SHARED_LOCK
-        return
-    with idle_priority.idle_thread():
-        _idle_run = True
-        try:
-            yield RunMode.IDLE_PRIORITY
-        finally:
-            _idle_run = False
-
-
-def raise_servers(pids: Sequence[int], what: str) -> None:
-    """The servers about to be measured (and their process groups) at normal priority: one rolled out by an
-    idle-priority run starts idle. Raises when a thread stays idle (another user's server, no CAP_SYS_NICE):
-    a server measured at idle priority would read as slow as whatever else runs."""
-    stuck = idle_priority.raise_processes(pids)
-    if stuck:
-        raise PermissionError(
-            f"{what}: {len(stuck)} thread(s) of the servers to measure run at idle priority (SCHED_IDLE) and "
-            "could not be raised to normal (threads " + ", ".join(map(str, stuck[:5])) + "). Fix: roll the model "
-            "out again from this user (re-materialise inference_service), or run with CAP_SYS_NICE"
-        )
-
-
-def beside_benchmark() -> str:
-    """What else may run on the host during a benchmark in this process (the report's conditions)."""
-    if _idle_run:
-        return (
-            "another model's rollout at idle priority (SCHED_IDLE: only CPU time the benchmark leaves; caches "
-            "shared); rollouts, probes and benchmarks at normal priority excluded (stack/host_lock.py)"
-        )
-    return "nothing: rollouts, quality probes and other benchmarks excluded (stack/host_lock.py)"
 
 
 def hold_local_host(target: str, use: HostUse, what: str, log: Log | None = None):
