@@ -62,6 +62,7 @@ from pooling_pipeline.evaluation.loadgen import (
     run_closed_loop,
     run_open_loop,
     summarize,
+    trace_seed,
 )
 from pooling_pipeline.evaluation.resources_sampler import ResourceSample, ResourceSampler, listener_pid
 from pooling_pipeline.evaluation.server_metrics import MetricsSnapshot, scrape, server_side_summary
@@ -257,16 +258,17 @@ class ServerBench:
     def schedule(self, rate: float, repeat: int) -> Schedule:
         """The arrivals of one window of `repeat` at `rate`.
 
-        Common random numbers: every window of repeat r, on either server and at any rate, is one seeded
-        unit-rate Poisson trace scaled to its rate (seed = plan.seed + r). At one rate, both servers and a
-        confirming window replay the identical arrivals, so a confirmation tests the host, not the trace's
-        luck, and run k replays run 1's traces. At different rates the windows cover different stretches
-        of the trace (warm-up and window length are in seconds). Repeats differ by their trace, so the
-        interval spans trace luck as well as host noise."""
+        Common random numbers, per rate: the windows of repeat r at one rate, on either server, replay one
+        seeded Poisson trace (loadgen `trace_seed(plan.seed, r, rate)`). So both servers meet the same
+        bursts at the same rate, a confirming window replays the arrivals it confirms (it tests the host,
+        not the trace's luck), and run k replays run 1's traces. Another rate or another repeat draws its
+        own trace, so one unlucky cluster of arrivals decides at most one rate of a search, not every rate
+        below some bound (trace_seed says what one trace per repeat, scaled to each rate, did)."""
         plan = self.plan
         duration = plan.window_s(rate)
         if plan.arrival == "poisson":
-            return poisson_schedule(rate, duration_s=duration, warmup_s=plan.warmup_s, seed=plan.seed + repeat)
+            seed = trace_seed(plan.seed, repeat, rate)
+            return poisson_schedule(rate, duration_s=duration, warmup_s=plan.warmup_s, seed=seed)
         return constant_schedule(rate, duration_s=duration, warmup_s=plan.warmup_s)
 
     def window(self, rate: float, repeat: int, workers: int | None = None, what: str = "") -> SearchPoint:
@@ -400,8 +402,9 @@ class ServerBench:
         such a miss even in repeat 1 (which has no earlier repeat to compare with). Half, because a
         Poisson arrival burst queues where a closed loop of the same throughput never does; a miss
         confirmed twice still fails the rate. Repeat 1 of all-MiniLM-L6-v2 on 2026-12-07 is why: closed
-        c=1 carried 19 req/s at p99 63 ms, then a host stall of a few seconds failed 9.3, 4.8, 2.4 and
-        1.3 req/s in a row and the repeat reported 0.6."""
+        c=1 carried 19 req/s at p99 63 ms, then 9.3, 4.8, 2.4 and 1.3 req/s failed in a row and the repeat
+        reported 0.6. (Read then as a host stall; it was one cluster of arrivals replayed at every rate,
+        which confirmations could not overturn either: loadgen `trace_seed`.)"""
         within = [k.requests_per_s for k in self.knee if k.p99_ms <= self.slo_ms]
         return max(within, default=0.0) / 2
 
