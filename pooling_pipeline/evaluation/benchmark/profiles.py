@@ -68,9 +68,7 @@ class BenchmarkPlan(BaseModel):
     max_rps: float = Field(100_000.0, gt=0, description="the search never offers more than this")
     common_load: bool = Field(True, description="measure both servers at one common rate (p99 side by side)")
     timeout_s: float = Field(60.0, gt=0, description="per request")
-    seed: int = Field(
-        0, ge=0, description="workload texts; the arrivals of repeat r at a rate: loadgen trace_seed(seed, r, rate)"
-    )
+    seed: int = Field(0, description="workload texts; repeat r's arrival trace is seed + r (both servers)")
     max_workers: int | None = Field(None, description="generator processes at most (default: the CPU count)")
     generator_target_busy: float = Field(
         0.5, gt=0, le=1, description="add generator processes so each stays below this share of a core"

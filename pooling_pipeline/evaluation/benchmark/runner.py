@@ -62,7 +62,6 @@ from pooling_pipeline.evaluation.loadgen import (
     run_closed_loop,
     run_open_loop,
     summarize,
-    trace_seed,
 )
 from pooling_pipeline.evaluation.resources_sampler import ResourceSample, ResourceSampler, listener_pid
 from pooling_pipeline.evaluation.server_metrics import MetricsSnapshot, scrape, server_side_summary
@@ -258,17 +257,26 @@ class ServerBench:
     def schedule(self, rate: float, repeat: int) -> Schedule:
         """The arrivals of one window of `repeat` at `rate`.
 
-        Common random numbers, per rate: the windows of repeat r at one rate, on either server, replay one
-        seeded Poisson trace (loadgen `trace_seed(plan.seed, r, rate)`). So both servers meet the same
-        bursts at the same rate, a confirming window replays the arrivals it confirms (it tests the host,
-        not the trace's luck), and run k replays run 1's traces. Another rate or another repeat draws its
-        own trace, so one unlucky cluster of arrivals decides at most one rate of a search, not every rate
-        below some bound (trace_seed says what one trace per repeat, scaled to each rate, did)."""
+        Common random numbers: every window of repeat r, on either server and at any rate, is one seeded
+        unit-rate Poisson trace scaled to its rate (seed = plan.seed + r). At one rate, both servers and a
+        confirming window replay the identical arrivals, so a confirmation tests the host, not the trace's
+        luck, and run k replays run 1's traces. At different rates the windows cover different stretches
+        of the trace (warm-up and window length are in seconds). Repeats differ by their trace, so the
+        interval spans trace luck as well as host noise.
+
+        The known price: a cluster in a repeat's trace stays in the measured part of every window below
+        some rate. Seed 0 has three arrivals within 0.022 of each other at unit time 1.70, measured at
+        every rate from ~0.8 to ~8.5 req/s, so all-MiniLM-L6-v2 (one ~50 ms request at a time, SLO 100 ms:
+        the third is late) fails every such window of repeat 1, confirmations too: its vLLM capacity in
+        repeat 1 was 0 or 0.6 req/s in every run of 2026-12-07 (found that evening; read before as a host
+        stall). A trace per (repeat, rate) instead was tried and reverted (945d2f6): it removed that, but
+        made every window's luck independent, and the same evening's catalog runs agreed on 3 of 10
+        verdicts (6 of 10 between two runs) against 8 of 10 between two runs with this scheme (README,
+        "Verdict stability")."""
         plan = self.plan
         duration = plan.window_s(rate)
         if plan.arrival == "poisson":
-            seed = trace_seed(plan.seed, repeat, rate)
-            return poisson_schedule(rate, duration_s=duration, warmup_s=plan.warmup_s, seed=seed)
+            return poisson_schedule(rate, duration_s=duration, warmup_s=plan.warmup_s, seed=plan.seed + repeat)
         return constant_schedule(rate, duration_s=duration, warmup_s=plan.warmup_s)
 
     def window(self, rate: float, repeat: int, workers: int | None = None, what: str = "") -> SearchPoint:
@@ -403,8 +411,7 @@ class ServerBench:
         Poisson arrival burst queues where a closed loop of the same throughput never does; a miss
         confirmed twice still fails the rate. Repeat 1 of all-MiniLM-L6-v2 on 2026-12-07 is why: closed
         c=1 carried 19 req/s at p99 63 ms, then 9.3, 4.8, 2.4 and 1.3 req/s failed in a row and the repeat
-        reported 0.6. (Read then as a host stall; it was one cluster of arrivals replayed at every rate,
-        which confirmations could not overturn either: loadgen `trace_seed`.)"""
+        reported 0.6 (read then as a host stall; it was a cluster in repeat 1's trace: `schedule`)."""
         within = [k.requests_per_s for k in self.knee if k.p99_ms <= self.slo_ms]
         return max(within, default=0.0) / 2
 

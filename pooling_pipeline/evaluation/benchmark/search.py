@@ -34,7 +34,7 @@ Later repeats start at the previous repeat's capacity with a first step of `1 + 
 instead of doubling: a repeat re-decides the boundary on its own measurements (it can move either way) at
 the cost of about two windows instead of five (three or four when a miss is confirmed). The moves gallop
 because a previous capacity can be far off: on 2026-12-07 repeat 1 put MiniLM's vLLM capacity at 0.6
-req/s (a cluster of arrivals in that repeat's trace, not the server: loadgen `trace_seed`), and repeat 2,
+req/s (a cluster in that repeat's arrival trace: runner `ServerBench.schedule`), and repeat 2,
 climbing from there one 25 % step per window, spent its whole point budget reaching 3.1 req/s where repeat
 3 found 7.5.
 

@@ -12,7 +12,7 @@ from pooling_pipeline.evaluation.loadgen.runner import (
     run_closed_loop,
     run_open_loop,
 )
-from pooling_pipeline.evaluation.loadgen.schedule import Schedule, constant_schedule, poisson_schedule, trace_seed
+from pooling_pipeline.evaluation.loadgen.schedule import Schedule, constant_schedule, poisson_schedule
 from pooling_pipeline.evaluation.loadgen.summary import LoadSummary, summarize
 from pooling_pipeline.evaluation.loadgen.workloads import Dialect, PreparedRequest, Workload, WorkloadKind, prepare
 
@@ -32,5 +32,4 @@ __all__ = [
     "run_closed_loop",
     "run_open_loop",
     "summarize",
-    "trace_seed",
 ]

@@ -37,20 +37,6 @@ class Schedule:
         return [(i, self.offsets[i]) for i in range(worker, len(self.offsets), workers)]
 
 
-def trace_seed(base: int, repeat: int, rate: float) -> int:
-    """The seed of the Poisson trace for one (repeat, rate): reproducible, and independent across rates.
-
-    Why not one trace per repeat scaled to every rate: a scaled trace keeps its clusters at every rate,
-    and with a warm-up in seconds the same cluster stays in the measured part of every window below some
-    rate. Seed 0 has three arrivals within 0.022 of each other at unit time 1.70; a search that went below
-    ~8.5 req/s met them in every window (confirmations included), and all-MiniLM-L6-v2 (service ~50 ms,
-    SLO 100 ms: a third request queued behind two is late) got capacity 0 in repeat 1 of every run."""
-    if base < 0 or repeat < 0 or rate <= 0:
-        raise ValueError(f"trace_seed needs base >= 0, repeat >= 0 and rate > 0 (got {base}, {repeat}, {rate})")
-    # Milli-requests/s: the same float rate (the search's grid) gives the same key on either server.
-    return int(np.random.SeedSequence([base, repeat, round(rate * 1000)]).generate_state(1)[0])
-
-
 def _count(rate: float, duration_s: float | None, requests: int | None) -> int:
     if rate <= 0:
         raise ValueError(f"rate must be > 0 requests/s (got {rate})")
