@@ -584,14 +584,15 @@ def test_the_known_price_of_one_trace_per_repeat_a_cluster_sits_in_every_low_rat
     # 0.022 units at unit time 1.70, inside the measured part of every demo window from 0.8 to 7.45 req/s;
     # repeats 2 and 3 hold such a cluster at no more than a few of those rates.
     plan = plan_for("demo")
-    grid = [1.25**k for k in range(-1, 10)]  # 0.8 .. 7.45 req/s
+    rates = RateGrid.for_resolution(plan.resolution)
+    grid = [rates.rate(k) for k in range(-1, 10)]  # the demo search's rates from 0.8 to 7.45 req/s
+    bench = ServerBench(
+        Target(name=VLLM, url="http://127.0.0.1:9", model="m", dialect=Dialect.OPENAI), Workload(), plan, print
+    )
 
     def clustered(repeat: int) -> int:
         count = 0
         for rate in grid:
-            bench = ServerBench(
-                Target(name=VLLM, url="http://127.0.0.1:9", model="m", dialect=Dialect.OPENAI), Workload(), plan, print
-            )
             schedule = bench.schedule(rate, repeat)
             measured = schedule.offsets[schedule.warmup :]
             count += any(b - a < 0.1 for a, b in zip(measured, measured[2:], strict=False))  # 3 within 100 ms
