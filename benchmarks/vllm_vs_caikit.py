@@ -67,6 +67,9 @@ def main() -> int:
     parser.add_argument("--batch-sizes", help="e.g. 1,16 (default: the profile's)")
     parser.add_argument("--repeats", type=int)
     parser.add_argument(
+        "--arrival", choices=["poisson", "constant"], help="open-loop arrivals (default: the profile's, poisson)"
+    )
+    parser.add_argument(
         "--bar",
         type=float,
         default=readiness_defaults().min_capacity_ratio,
@@ -81,7 +84,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    overrides = {"repeats": args.repeats}
+    overrides = {"repeats": args.repeats, "arrival": args.arrival}
     if args.batch_sizes:
         overrides.update(batch_sizes=[int(b) for b in args.batch_sizes.split(",")], max_workloads=None)
     plan = plan_for(args.profile, **overrides)

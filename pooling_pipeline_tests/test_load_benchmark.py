@@ -89,6 +89,20 @@ def _s3(local_stack) -> S3Resource:
     )
 
 
+def test_run_config_picks_the_profile_and_any_override_makes_it_custom():
+    # What a user sets in the launchpad reaches the plan, and the report can say the numbers were changed.
+    assert LoadBenchmarkConfig().plan("local").profile is BenchmarkProfile.DEMO
+    assert LoadBenchmarkConfig().plan("cluster").profile is BenchmarkProfile.NIGHTLY
+    constant = LoadBenchmarkConfig(arrival="constant").plan("local")
+    assert constant.arrival == "constant" and constant.profile is BenchmarkProfile.CUSTOM
+    assert constant.resolution == plan_for("demo").resolution  # the rest stays the demo's
+    assert LoadBenchmarkConfig(arrival="poisson").plan("local").profile is BenchmarkProfile.DEMO  # the default
+    with pytest.raises(ValueError, match="'poisson' or 'constant'"):
+        LoadBenchmarkConfig(arrival="bursty")
+    with pytest.raises(ValueError, match="use demo or nightly"):
+        LoadBenchmarkConfig(profile="fast")
+
+
 @pytest.mark.slow
 def test_the_asset_writes_metadata_plots_and_the_s3_json(local_stack, tmp_path, monkeypatch):
     with LoopbackServer(Behaviour(servers=2, service_s=0.01)) as vllm_url, LoopbackServer() as incumbent_url:

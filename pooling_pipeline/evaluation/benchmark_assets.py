@@ -44,6 +44,11 @@ class LoadBenchmarkConfig(dg.Config):
     max_window_s: float | None = None
     warmup_s: float | None = None
     knee_window_s: float | None = None
+    arrival: Literal["poisson", "constant"] = Field(
+        "poisson",
+        description="open-loop arrivals (both profiles: poisson); constant spaces sends evenly: on the 2-core demo "
+        "machine it moved every capacity up to where both servers read alike (README, Verdict stability)",
+    )
     slo_p99_ms: float | None = Field(None, description="single-text embeddings SLO (default 100 ms)")
     batch_slo_p99_ms: float | None = Field(None, description="embeddings batches SLO (default 500 ms)")
     rerank_slo_p99_ms: float | None = Field(None, description="rerank of N documents SLO (default 500 ms)")
