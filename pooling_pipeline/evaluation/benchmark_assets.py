@@ -46,8 +46,8 @@ class LoadBenchmarkConfig(dg.Config):
     knee_window_s: float | None = None
     arrival: Literal["poisson", "constant"] = Field(
         "poisson",
-        description="open-loop arrivals (both profiles: poisson); constant spaces sends evenly: on the 2-core demo "
-        "machine it moved every capacity up to where both servers read alike (README, Verdict stability)",
+        description="open-loop arrivals (both profiles: poisson); constant spaces sends evenly, without bursts: on "
+        "the 2-core demo machine Caikit then gained where vLLM did not and verdicts agreed less (README)",
     )
     slo_p99_ms: float | None = Field(None, description="single-text embeddings SLO (default 100 ms)")
     batch_slo_p99_ms: float | None = Field(None, description="embeddings batches SLO (default 500 ms)")
