@@ -17,12 +17,13 @@ all-minilm-l6-v2), as `pooling-pipeline stack up --with-incumbent` starts it.
 
 import argparse
 import sys
+from typing import get_args
 
 from pooling_pipeline.catalog import ModelKind
 from pooling_pipeline.evaluation.benchmark.profiles import plan_for
 from pooling_pipeline.evaluation.benchmark.report import conditions_table, headline, summary_table
 from pooling_pipeline.evaluation.benchmark.runner import INCUMBENT, VLLM, Target, probe, run_load_benchmark
-from pooling_pipeline.evaluation.loadgen import Dialect
+from pooling_pipeline.evaluation.loadgen import Arrival, Dialect
 from pooling_pipeline.evaluation.resources_sampler import listener_pid
 from pooling_pipeline.resources.config import readiness_defaults
 from pooling_pipeline.serving.cpu_adaptation import CpuSettings
@@ -67,7 +68,7 @@ def main() -> int:
     parser.add_argument("--batch-sizes", help="e.g. 1,16 (default: the profile's)")
     parser.add_argument("--repeats", type=int)
     parser.add_argument(
-        "--arrival", choices=["poisson", "constant"], help="open-loop arrivals (default: the profile's, poisson)"
+        "--arrival", choices=get_args(Arrival), help="open-loop arrivals (default: the profile's, poisson)"
     )
     parser.add_argument(
         "--bar",

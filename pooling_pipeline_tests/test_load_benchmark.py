@@ -97,6 +97,7 @@ def test_run_config_picks_the_profile_and_any_override_makes_it_custom():
     assert constant.arrival == "constant" and constant.profile is BenchmarkProfile.CUSTOM
     assert constant.resolution == plan_for("demo").resolution  # the rest stays the demo's
     assert LoadBenchmarkConfig(arrival="poisson").plan("local").profile is BenchmarkProfile.DEMO  # the default
+    assert LoadBenchmarkConfig().arrival is None  # unset follows the profile, as every other override does
     with pytest.raises(ValueError, match="'poisson' or 'constant'"):
         LoadBenchmarkConfig(arrival="bursty")
     with pytest.raises(ValueError, match="use demo or nightly"):

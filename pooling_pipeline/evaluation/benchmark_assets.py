@@ -5,7 +5,7 @@ is benchmark/schemas.py); this module is the Dagster asset over it and its run c
 """
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import dagster as dg
 from pydantic import Field, field_validator
@@ -16,6 +16,7 @@ from pooling_pipeline.evaluation.benchmark import report
 from pooling_pipeline.evaluation.benchmark.profiles import BenchmarkPlan, default_profile, plan_for
 from pooling_pipeline.evaluation.benchmark.runner import plan_targets, run_load_benchmark
 from pooling_pipeline.evaluation.benchmark.schemas import LoadBenchmarkResult
+from pooling_pipeline.evaluation.loadgen import Arrival
 from pooling_pipeline.partitions import model_partitions
 from pooling_pipeline.resources.config import default_gpu_hour_price, readiness_defaults
 from pooling_pipeline.resources.k8s_tags import benchmark_op_tags
@@ -44,9 +45,9 @@ class LoadBenchmarkConfig(dg.Config):
     max_window_s: float | None = None
     warmup_s: float | None = None
     knee_window_s: float | None = None
-    arrival: Literal["poisson", "constant"] = Field(
-        "poisson",
-        description="open-loop arrivals (both profiles: poisson); constant spaces sends evenly, without bursts: on "
+    arrival: str | None = Field(
+        None,
+        description="poisson | constant; default: the profile's (both: poisson). constant spaces sends evenly: on "
         "the 2-core demo machine Caikit then gained where vLLM did not and verdicts agreed less (README)",
     )
     slo_p99_ms: float | None = Field(None, description="single-text embeddings SLO (default 100 ms)")
@@ -69,6 +70,17 @@ class LoadBenchmarkConfig(dg.Config):
     def _known_profile(cls, value: str | None) -> str | None:
         if value is not None and value not in ("demo", "nightly"):
             raise ValueError(f"profile {value!r} is not a benchmark profile: use demo or nightly (or leave it unset)")
+        return value
+
+    @field_validator("arrival")
+    @classmethod
+    def _known_arrival(cls, value: str | None) -> str | None:
+        # A plain optional string: Dagster's config cannot resolve an optional Literal, and unset must mean
+        # the profile's arrivals, as every other override here does.
+        allowed = get_args(Arrival)
+        if value is not None and value not in allowed:
+            choices = " or ".join(map(repr, allowed))
+            raise ValueError(f"arrival {value!r} is not an arrival process: use {choices} (or leave it unset)")
         return value
 
     def plan(self, target: str) -> BenchmarkPlan:

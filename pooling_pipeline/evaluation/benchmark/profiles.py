@@ -21,13 +21,13 @@ runs DEMO and a cluster NIGHTLY.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
 from pooling_pipeline.catalog import ModelKind
 from pooling_pipeline.evaluation.benchmark.schemas import BenchmarkProfile
-from pooling_pipeline.evaluation.loadgen import Workload, WorkloadKind
+from pooling_pipeline.evaluation.loadgen import Arrival, Workload, WorkloadKind
 
 
 class BenchmarkPlan(BaseModel):
@@ -50,7 +50,7 @@ class BenchmarkPlan(BaseModel):
     min_window_s: float = Field(2.0, gt=0, description="shortest measured window, seconds")
     max_window_s: float = Field(30.0, gt=0, description="longest measured window (caps requests at low rates)")
     warmup_s: float = Field(1.0, ge=0, description="sent before each window at its rate, not measured")
-    arrival: Literal["poisson", "constant"] = "poisson"
+    arrival: Arrival = "poisson"
     knee_window_s: float = Field(3.0, gt=0, description="seconds per closed-loop point of the knee sweep")
     knee_max_concurrency: int = Field(256, ge=1)
     knee_min_growth: float = Field(0.10, description="knee: throughput grew by less than this when doubled")

@@ -12,11 +12,17 @@ from pooling_pipeline.evaluation.loadgen.runner import (
     run_closed_loop,
     run_open_loop,
 )
-from pooling_pipeline.evaluation.loadgen.schedule import Schedule, constant_schedule, poisson_schedule
+from pooling_pipeline.evaluation.loadgen.schedule import (
+    Arrival,
+    Schedule,
+    constant_schedule,
+    poisson_schedule,
+)
 from pooling_pipeline.evaluation.loadgen.summary import LoadSummary, summarize
 from pooling_pipeline.evaluation.loadgen.workloads import Dialect, PreparedRequest, Workload, WorkloadKind, prepare
 
 __all__ = [
+    "Arrival",
     "Dialect",
     "LoadResult",
     "LoadSummary",

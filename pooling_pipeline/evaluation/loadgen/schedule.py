@@ -13,6 +13,9 @@ from typing import Literal
 
 import numpy as np
 
+# The arrival processes a schedule can follow; run config, the benchmark plan and CLIs take their choices here.
+Arrival = Literal["poisson", "constant"]
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -20,7 +23,7 @@ class Schedule:
 
     offsets: tuple[float, ...]
     rate: float  # requests per second offered
-    arrival: Literal["poisson", "constant"]
+    arrival: Arrival
     seed: int | None = None
     warmup: int = 0  # the first `warmup` requests are sent but not reported
 
